@@ -1,0 +1,1 @@
+"""Plumbing between the kubelet and the core: gRPC servers, registration, generated stubs."""

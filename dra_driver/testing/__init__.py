@@ -1,0 +1,1 @@
+"""Test support shipped with the package: the fake kubelet and control-plane helpers."""
