@@ -14,7 +14,7 @@ where they happen, with ``raise ... from exc``.
      ├── AllocationError           no room for a share on a DCU
      ├── ClaimConfigError          bad opaque configuration in a claim or class
      ├── CheckpointError           the durable state cannot be read or written
-     │    └── CheckpointCorrupt
+     │    └── CheckpointCorruptError
      └── PublishError              the ResourceSlice could not be published
 
 ``Recoverable`` is a mixin: background errors carrying it are logged and retried; anything
@@ -72,7 +72,7 @@ class CheckpointError(DriverError):
     """The checkpoint cannot be read or written."""
 
 
-class CheckpointCorrupt(CheckpointError):
+class CheckpointCorruptError(CheckpointError):
     """The checkpoint exists but cannot be decoded; we never guess at its contents."""
 
 

@@ -1,0 +1,39 @@
+"""Shared fixtures: mock DCU nodes built by the real mock library."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dra_driver.mock import DEFAULT_CONFIG, MockConfig, create_mock_node, parse_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The official CDI schema lives beside the project, never inside it.
+CDI_SCHEMA_DIR = REPO_ROOT.parent / "shared" / "schemas" / "cdi"
+
+
+@pytest.fixture
+def mock_root(tmp_path: Path) -> Path:
+    """A default mock node (2x Z100, 1x K100_AI) under a temp dir."""
+    root = tmp_path / "node"
+    create_mock_node(root, DEFAULT_CONFIG)
+    return root
+
+
+MockNodeFactory = Callable[[list[dict[str, object]]], Path]
+
+
+@pytest.fixture
+def make_mock_node(tmp_path: Path) -> MockNodeFactory:
+    """Build a mock node from a list of device entries in mock-config form."""
+    counter = iter(range(1000))
+
+    def make(devices: list[dict[str, object]]) -> Path:
+        config: MockConfig = parse_config({"devices": devices})
+        root = tmp_path / f"node{next(counter)}"
+        create_mock_node(root, config)
+        return root
+
+    return make
