@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,13 @@ def make_mock_node(tmp_path: Path) -> MockNodeFactory:
         return root
 
     return make
+
+
+@pytest.fixture
+def short_sock_dir() -> Iterator[Path]:
+    """A short temporary directory under /tmp, so socket paths fit in AF_UNIX's 108 bytes."""
+    directory = Path(tempfile.mkdtemp(prefix="dcu-", dir="/tmp"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -26,7 +26,8 @@ def test_config_accepts_models_ids_and_quantities(tmp_path: Path) -> None:
     path = tmp_path / "node.yaml"
     path.write_text(
         "devices:\n"
-        "- {model: K100_AI, computeUnits: 120, memory: 64Gi, pciBusID: '0000:AF:00.0', numaNode: 1}\n"
+        "- {model: K100_AI, computeUnits: 120, memory: 64Gi, pciBusID: '0000:AF:00.0',"
+        " numaNode: 1}\n"
         "- {deviceID: 0x6370, computeUnits: 80, memory: 68702699520, pciBusID: '0000:3b:00.0',"
         " serial: abc123}\n"
     )
