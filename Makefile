@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # The venv is rebuilt whenever the project's dependencies change.
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: help venv fmt lint type unit test proto check-generated controlplane demo clean
+.PHONY: golden help venv fmt lint type unit test proto check-generated controlplane demo clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,6 +54,9 @@ controlplane: ## Build the local control plane (etcd, kube-apiserver, scheduler,
 
 demo: $(VENV_STAMP) ## The demo on a mock DCU node (see README)
 	@$(PY) -m dra_driver.demo
+
+golden: $(VENV_STAMP) ## Regenerate the reference CDI specs in cdi/ (review the diff)
+	DCU_DRA_UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_cdi_golden.py
 
 clean: ## Remove build outputs and the venv
 	rm -rf build $(VENV) .mypy_cache .ruff_cache .pytest_cache
