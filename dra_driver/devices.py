@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NewType
 
@@ -169,36 +169,19 @@ def discover(root: Path, *, max_vdevices: int = DEFAULT_MAX_VDEVICES) -> Invento
     if max_vdevices < 1:
         raise DiscoveryError(f"max vDCUs per card must be at least 1, got {max_vdevices}")
     nodes_dir = root / "sys/class/kfd/kfd/topology/nodes"
-    found: list[_Found] = []
+    found: list[DcuDevice] = []
     if nodes_dir.is_dir():
         for node_dir in sorted(_numbered_dirs(nodes_dir), key=lambda p: int(p.name)):
-            candidate = _read_kfd_node(root, node_dir)
+            candidate = _read_kfd_node(root, node_dir, max_vdevices=max_vdevices)
             if candidate is not None:
                 found.append(candidate)
     else:
         logger.info(
             "no KFD topology at %s: no DCUs on this node (is the hycu driver loaded?)", nodes_dir
         )
-    found.sort(key=lambda f: f.pci_bus_id)
-    devices = tuple(
-        DcuDevice(
-            index=index,
-            name=device_name_for(f.pci_bus_id),
-            model=model_name(f.device_id),
-            device_id=f.device_id,
-            pci_bus_id=f.pci_bus_id,
-            uuid=f.uuid,
-            compute_units=f.compute_units,
-            memory_bytes=f.memory_bytes,
-            numa_node=f.numa_node,
-            card=f.card,
-            render=f.render,
-            max_vdevices=max_vdevices,
-            kfd_node=f.kfd_node,
-            gpu_id=f.gpu_id,
-        )
-        for index, f in enumerate(found)
-    )
+    # The index is the position in PCI order, known only once every node has been read.
+    found.sort(key=lambda d: d.pci_bus_id)
+    devices = tuple(replace(d, index=index) for index, d in enumerate(found))
     kfd = root / "dev/kfd"
     mkfd = root / "dev/mkfd"
     hyhal = root / "opt/hyhal"
@@ -213,24 +196,11 @@ def discover(root: Path, *, max_vdevices: int = DEFAULT_MAX_VDEVICES) -> Invento
     return inventory
 
 
-@dataclass(frozen=True, slots=True)
-class _Found:
-    """What one KFD node told us, before ordering assigns indexes."""
+def _read_kfd_node(root: Path, node_dir: Path, *, max_vdevices: int) -> DcuDevice | None:
+    """Read one KFD topology node; ``None`` for CPU nodes and other vendors' devices.
 
-    kfd_node: int
-    gpu_id: int
-    device_id: int
-    pci_bus_id: str
-    uuid: str
-    compute_units: int
-    memory_bytes: int
-    numa_node: int
-    card: str
-    render: str
-
-
-def _read_kfd_node(root: Path, node_dir: Path) -> _Found | None:
-    """Read one KFD topology node; ``None`` for CPU nodes and other vendors' devices."""
+    The returned device has index -1 until ``discover`` orders all devices.
+    """
     props_path = node_dir / "properties"
     props = read_properties(props_path)
     simd_count = props.get("simd_count", 0)
@@ -287,9 +257,10 @@ def _read_kfd_node(root: Path, node_dir: Path) -> _Found | None:
             pci_dir,
             render,
         )
-    return _Found(
-        kfd_node=int(node_dir.name),
-        gpu_id=_read_int_file(node_dir / "gpu_id", default=0),
+    return DcuDevice(
+        index=-1,
+        name=device_name_for(pci_bus_id),
+        model=model_name(device_id),
         device_id=device_id,
         pci_bus_id=pci_bus_id,
         uuid=_card_uuid(root, pci_dir, pci_bus_id),
@@ -298,6 +269,9 @@ def _read_kfd_node(root: Path, node_dir: Path) -> _Found | None:
         numa_node=_read_int_file(pci_dir / "numa_node", default=-1),
         card=card,
         render=render,
+        max_vdevices=max_vdevices,
+        kfd_node=int(node_dir.name),
+        gpu_id=_read_int_file(node_dir / "gpu_id", default=0),
     )
 
 
