@@ -58,4 +58,3 @@ def ensure_directory(path: Path, *, mode: int) -> None:
     path.mkdir(parents=True, exist_ok=True)
     if (path.stat().st_mode & 0o7777) != mode:
         path.chmod(mode)
-
