@@ -108,6 +108,8 @@ class DcuDevice:
     """Number of the KFD topology node."""
     gpu_id: int
     """KFD gpu id (``topology/nodes/<n>/gpu_id``)."""
+    pcie_root: str | None = None
+    """PCIe root complex (``pci0000:3a``) from the device's sysfs path; None if not derivable."""
 
     @property
     def memory_mib(self) -> int:
@@ -132,6 +134,8 @@ class Inventory:
     """``<root>/dev/mkfd`` if present (Hygon-specific)."""
     hyhal: Path | None
     """``<root>/opt/hyhal`` if present (mounted read-only into containers)."""
+    driver_version: str | None = None
+    """The hycu kernel module's version (``/sys/module/hycu/version``), as the module says it."""
 
     def by_name(self, name: str) -> DcuDevice | None:
         """Return the device with this ResourceSlice name, if any."""
@@ -191,6 +195,7 @@ def discover(root: Path, *, max_vdevices: int = DEFAULT_MAX_VDEVICES) -> Invento
         kfd=kfd if _exists(kfd) else None,
         mkfd=mkfd if _exists(mkfd) else None,
         hyhal=hyhal if hyhal.is_dir() else None,
+        driver_version=_read_text_file(root / "sys/module/hycu/version"),
     )
     _check_device_nodes(inventory)
     return inventory
@@ -272,6 +277,7 @@ def _read_kfd_node(root: Path, node_dir: Path, *, max_vdevices: int) -> DcuDevic
         max_vdevices=max_vdevices,
         kfd_node=int(node_dir.name),
         gpu_id=_read_int_file(node_dir / "gpu_id", default=0),
+        pcie_root=_pcie_root(root, pci_dir),
     )
 
 
@@ -319,6 +325,17 @@ def _drm_nodes(pci_dir: Path, pci_bus_id: str) -> tuple[str, str]:
     if not cards:
         raise DiscoveryError(f"DCU {pci_bus_id} has no DRM card node under {drm}")
     return cards[0], renders[0]
+
+
+def _pcie_root(root: Path, pci_dir: Path) -> str | None:
+    """Return ``pciDDDD:BB`` from ``/sys/bus/pci/devices/<bdf> -> ../../../devices/pci.../...``."""
+    try:
+        resolved = pci_dir.resolve(strict=True)
+        relative = resolved.relative_to((root / "sys/devices").resolve())
+    except (OSError, ValueError):
+        return None
+    first = relative.parts[0] if relative.parts else ""
+    return first if re.fullmatch(r"pci[0-9a-f]{4}:[0-9a-f]{2}", first) else None
 
 
 def _device_memory(node_dir: Path, props_path: Path) -> int:

@@ -268,3 +268,25 @@ def test_model_names_come_from_the_table_or_the_id() -> None:
     assert model_name(0x6210) == "K100_AI"
     assert model_name(0xABCD) == "DCU-0xabcd"
     assert HYGON_VENDOR_ID == 0x1D94
+
+
+def test_pcie_root_comes_from_the_sysfs_device_path(mock_root: Path) -> None:
+    assert [d.pcie_root for d in discover(mock_root).devices] == [
+        "pci0000:3a",
+        "pci0000:5d",
+        "pci0000:ae",
+    ]
+
+
+def test_pcie_root_is_none_when_the_pci_entry_is_not_a_link(mock_root: Path) -> None:
+    link = mock_root / "sys/bus/pci/devices/0000:3b:00.0"
+    target = link.resolve()
+    link.unlink()
+    shutil.copytree(target, link)
+    assert discover(mock_root).devices[0].pcie_root is None
+
+
+def test_driver_version_is_read_from_the_hycu_module(mock_root: Path) -> None:
+    assert discover(mock_root).driver_version == "6.3.10"
+    (mock_root / "sys/module/hycu/version").unlink()
+    assert discover(mock_root).driver_version is None

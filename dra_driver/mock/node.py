@@ -28,6 +28,8 @@ from dra_driver.errors import MockConfigError
 MARKER = ".dcu-dra-mock"
 #: Major/minor of /dev/null: a runtime can bind-mount such a node, and it is harmless to use.
 _NULL_DEVICE = os.makedev(1, 3)
+#: What the mock hycu module reports as its version (strict SemVer, like a release build).
+MOCK_DRIVER_VERSION = "6.3.10"
 #: SIMD units per CU on every current DCU (GCN-style compute units).
 _SIMD_PER_CU = 4
 _GIB = 1024**3
@@ -247,7 +249,7 @@ def create_mock_node(
                 "mem_clk_max": 1200,
             },
         )
-        pci_dir = root / "sys/bus/pci/devices" / device.pci_bus_id
+        pci_dir = _pci_device_dir(root, device.pci_bus_id)
         _write(pci_dir / "vendor", f"0x{device.vendor_id:04x}\n")
         _write(pci_dir / "device", f"0x{device.device_id:04x}\n")
         _write(pci_dir / "class", "0x038000\n")
@@ -259,6 +261,7 @@ def create_mock_node(
         _device_node(root / f"dev/dri/renderD{render_minor}", kind)
     _device_node(root / "dev/kfd", kind)
     _device_node(root / "dev/mkfd", kind)
+    _write(root / "sys/module/hycu/version", f"{MOCK_DRIVER_VERSION}\n")
     _write_hyhal(root, config)
     _write(root / MARKER, "mock DCU node written by 'dcu-dra mock create'\n")
 
@@ -276,6 +279,27 @@ def _prepare_root(root: Path) -> None:
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
     root.mkdir(parents=True, exist_ok=True, mode=0o755)
+
+
+def _pci_device_dir(root: Path, bus_id: str) -> Path:
+    """Create the device under a root port as the kernel does, and its /sys/bus/pci link.
+
+    ``sys/devices/pci0000:3a/0000:3a:00.0/0000:3b:00.0`` with
+    ``sys/bus/pci/devices/0000:3b:00.0 -> ../../../devices/pci0000:3a/...``: discovery derives
+    the PCIe root from where the link points.
+    """
+    domain, bus, _ = _split_bus_id(bus_id)
+    root_bus = max(bus - 1, 0)
+    root_complex = f"pci{domain:04x}:{root_bus:02x}"
+    port = f"{domain:04x}:{root_bus:02x}:00.0"
+    device_dir = root / "sys/devices" / root_complex / port / bus_id
+    device_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    link = root / "sys/bus/pci/devices" / bus_id
+    link.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(Path("../../../devices") / root_complex / port / bus_id)
+    return link
 
 
 def _cpu_node_properties() -> dict[str, int]:
