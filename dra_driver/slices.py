@@ -103,11 +103,11 @@ def device_entry(
         attributes[PCIE_ROOT_ATTRIBUTE] = {"string": device.pcie_root}
     if driver_version is not None and is_semver(driver_version):
         attributes["driverVersion"] = {"version": driver_version}
-    memory = f"{device.memory_mib}Mi"
+    memory = format_binary_quantity(device.memory_mib * 2**20)
     entry: dict[str, Any] = {"name": device.name, "attributes": attributes}
     # A card wider than two 64-bit CU mask words cannot be sliced: offer it whole only.
     if sharing is Sharing.CONSUMABLE and device.is_sliceable:
-        cores = str(device.compute_units)
+        cores = format_decimal_quantity(device.compute_units)
         entry["allowMultipleAllocations"] = True
         entry["capacity"] = {
             CORES: {
@@ -125,15 +125,15 @@ def device_entry(
                 },
             },
             VDEVICES: {
-                "value": str(device.max_vdevices),
+                "value": format_decimal_quantity(device.max_vdevices),
                 "requestPolicy": {"default": "1", "validValues": ["1"]},
             },
         }
     else:
         entry["capacity"] = {
-            CORES: {"value": str(device.compute_units)},
+            CORES: {"value": format_decimal_quantity(device.compute_units)},
             MEMORY: {"value": memory},
-            VDEVICES: {"value": str(device.max_vdevices)},
+            VDEVICES: {"value": format_decimal_quantity(device.max_vdevices)},
         }
     return entry
 
@@ -305,3 +305,29 @@ def parse_quantity(text: str) -> int:
     if match is None:
         raise ValueError(f"not an integral quantity: {text!r}")
     return int(match.group(1)) * _MULTIPLIERS[match.group(2)]
+
+
+def format_binary_quantity(value: int) -> str:
+    """Format bytes as the API server's canonical BinarySI form (``65536Mi`` -> ``64Gi``).
+
+    We publish canonical forms so what we send is byte-for-byte what we read back: otherwise
+    every resync would see a difference that is not one.
+    """
+    if value < 0:
+        raise ValueError(f"negative quantity {value}")
+    for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
+        unit = _MULTIPLIERS[suffix]
+        if value and value % unit == 0:
+            return f"{value // unit}{suffix}"
+    return str(value)
+
+
+def format_decimal_quantity(value: int) -> str:
+    """Format a count as the canonical DecimalSI form (``120``; ``2000`` -> ``2k``)."""
+    if value < 0:
+        raise ValueError(f"negative quantity {value}")
+    for suffix in ("E", "P", "T", "G", "M", "k"):
+        unit = _MULTIPLIERS[suffix]
+        if value and value % unit == 0:
+            return f"{value // unit}{suffix}"
+    return str(value)

@@ -15,6 +15,8 @@ from dra_driver.slices import (
     SliceValidationError,
     build_pool,
     device_entry,
+    format_binary_quantity,
+    format_decimal_quantity,
     is_semver,
     parse_quantity,
     validate_pool,
@@ -59,10 +61,10 @@ def test_consumable_pool_of_the_default_mock_node(mock_root: Path) -> None:
             },
         },
         "memory": {
-            "value": "65536Mi",
+            "value": "64Gi",
             "requestPolicy": {
-                "default": "65536Mi",
-                "validRange": {"min": "1Mi", "max": "65536Mi", "step": "1Mi"},
+                "default": "64Gi",
+                "validRange": {"min": "1Mi", "max": "64Gi", "step": "1Mi"},
             },
         },
         "vdevices": {"value": "4", "requestPolicy": {"default": "1", "validValues": ["1"]}},
@@ -274,3 +276,26 @@ def test_parse_quantity(text: str, value: int) -> None:
 def test_parse_quantity_rejects_non_integral_forms(text: str) -> None:
     with pytest.raises(ValueError, match=r"^not an integral quantity"):
         parse_quantity(text)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0, "0"),
+        (1, "1"),
+        (2**20, "1Mi"),
+        (65536 * 2**20, "64Gi"),
+        (32752 * 2**20, "32752Mi"),
+        (1536, "1536"),
+        (3 * 2**40, "3Ti"),
+    ],
+)
+def test_binary_quantities_are_canonical(value: int, text: str) -> None:
+    assert format_binary_quantity(value) == text
+    assert parse_quantity(text) == value
+
+
+@pytest.mark.parametrize(("value", "text"), [(0, "0"), (60, "60"), (128, "128"), (2000, "2k")])
+def test_decimal_quantities_are_canonical(value: int, text: str) -> None:
+    assert format_decimal_quantity(value) == text
+    assert parse_quantity(text) == value
