@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dra_driver.mock import DEFAULT_CONFIG, MockConfig, create_mock_node, parse_config
+from dra_driver.testing.cluster import CONTROLPLANE_BINARY, ControlPlane, ControlPlaneError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The official CDI schema lives beside the project, never inside it.
@@ -49,3 +50,26 @@ def short_sock_dir() -> Iterator[Path]:
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """The local control plane (build/bin/controlplane), one per test session.
+
+    Fails (never skips) when the binary is missing: run ``make controlplane``.
+    """
+    if not CONTROLPLANE_BINARY.exists():
+        pytest.fail(
+            f"{CONTROLPLANE_BINARY} does not exist: run `make controlplane` to build the local "
+            "control plane the e2e tests need",
+            pytrace=False,
+        )
+    plane = ControlPlane(binary=CONTROLPLANE_BINARY, data_dir=tmp_path_factory.mktemp("cp"))
+    try:
+        plane.start()
+    except ControlPlaneError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield plane
+    finally:
+        plane.stop()

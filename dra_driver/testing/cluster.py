@@ -1,0 +1,362 @@
+"""The local control plane for tests and demos, and helpers to drive it.
+
+:class:`ControlPlane` runs ``build/bin/controlplane`` (built by ``make controlplane``): it waits
+for its ``READY kubeconfig=FILE`` line and on :meth:`ControlPlane.stop` sends SIGTERM, then
+SIGKILL to the whole process group, so nothing is left behind. The helpers create objects from
+YAML, manage per-test namespaces and read pod and claim state.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dra_driver.errors import DriverError
+from dra_driver.kube import AlreadyExists, KubeClient, NotFound, paths
+from dra_driver.testing.waiting import wait_for
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Where ``make controlplane`` puts the binary; ``DCU_DRA_CONTROLPLANE`` overrides it (e.g. a
+#: binary built elsewhere in CI).
+CONTROLPLANE_BINARY = Path(
+    os.environ.get("DCU_DRA_CONTROLPLANE") or REPO_ROOT / "build" / "bin" / "controlplane"
+)
+#: Cold start of etcd + apiserver + scheduler + controller-manager takes 10-30 s.
+DEFAULT_START_TIMEOUT_S = 120.0
+#: The supervisor stops its children with its own 10 s grace each.
+DEFAULT_STOP_TIMEOUT_S = 30.0
+
+
+class ControlPlaneError(DriverError):
+    """The control plane binary is missing, failed to start or died."""
+
+
+class ControlPlane:
+    """One ``controlplane`` process: an API server, scheduler and controller manager."""
+
+    def __init__(self, *, binary: Path = CONTROLPLANE_BINARY, data_dir: Path) -> None:
+        self.binary = binary
+        self.data_dir = data_dir
+        self.kubeconfig = data_dir / "admin.kubeconfig"
+        self.log_file = data_dir / "controlplane.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._client: KubeClient | None = None
+
+    @property
+    def client(self) -> KubeClient:
+        """An admin client (available after :meth:`start`)."""
+        if self._client is None:
+            raise ControlPlaneError("control plane not started")
+        return self._client
+
+    def start(self, *, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> ControlPlane:
+        """Start the binary and wait for its READY line."""
+        if not self.binary.exists():
+            raise ControlPlaneError(
+                f"{self.binary} does not exist: run `make controlplane` first "
+                "(builds the local etcd/kube-apiserver/scheduler/controller-manager)"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            self._process = subprocess.Popen(
+                [
+                    str(self.binary),
+                    "--data-dir",
+                    str(self.data_dir / "state"),
+                    "--kubeconfig",
+                    str(self.kubeconfig),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                # Own process group: stop() can signal everything the binary started.
+                start_new_session=True,
+                preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,
+            )
+        ready = threading.Event()
+        lines: list[str] = []
+        assert self._process.stdout is not None
+        stdout = self._process.stdout
+
+        def read_stdout() -> None:
+            # Keep draining after READY so the child never blocks on a full pipe.
+            for raw in stdout:
+                lines.append(raw.decode(errors="replace").rstrip("\n"))
+                if lines[-1].startswith("READY "):
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=read_stdout, name="controlplane-stdout", daemon=True).start()
+        if not ready.wait(timeout_s) or not any(line.startswith("READY ") for line in lines):
+            code = self._process.poll()
+            self.stop()
+            state = f"exited with {code}" if code is not None else f"not ready after {timeout_s} s"
+            raise ControlPlaneError(
+                f"control plane {state}; stdout: {lines!r}; last log lines:\n{self.log_tail()}"
+            )
+        self._client = KubeClient.from_kubeconfig(self.kubeconfig, user_agent="dcu-dra-tests")
+        return self
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the supervisor's log (component logs are under the data dir)."""
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, *, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> None:
+        """SIGTERM, wait, then SIGKILL the process group; idempotent."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # stragglers of the group, if any
+        except ProcessLookupError:
+            pass
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _terminate_with_parent() -> None:
+    """In the child: receive SIGTERM when the test process dies, even if it is killed.
+
+    ``PR_SET_PDEATHSIG`` (Linux); the control plane then stops its own children as usual.
+    """
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # best effort: stop() remains the normal way to end it
+
+
+# --- objects ------------------------------------------------------------------------------
+
+
+def unique_name(prefix: str) -> str:
+    """``<prefix>-<8 hex digits>``: a DNS label unique enough for one test session."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def load_yaml(text: str) -> list[dict[str, Any]]:
+    """The non-empty documents of a multi-document YAML string."""
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def create_object(
+    client: KubeClient, obj: Mapping[str, Any], *, namespace: str | None = None
+) -> dict[str, Any]:
+    """Create one object; ``namespace`` fills in a missing ``metadata.namespace``."""
+    body = dict(obj)
+    if namespace is not None and paths.resource_type(body).namespaced:
+        body["metadata"] = {"namespace": namespace, **body.get("metadata", {})}
+    return client.create(
+        paths.collection_path(body, default_namespace=namespace or "default"), body
+    )
+
+
+def apply_yaml(
+    client: KubeClient, text: str, *, namespace: str | None = None
+) -> list[dict[str, Any]]:
+    """Create every object of a multi-document YAML string, in order; returns what was created.
+
+    Supports the kinds in :data:`dra_driver.kube.paths.KINDS` (Namespace, Node, Pod,
+    DeviceClass, ResourceClaim(Template), ResourceSlice, ValidatingAdmissionPolicy(+Binding),
+    ServiceAccount, ClusterRole(+Binding), DaemonSet, ...).
+    """
+    return [create_object(client, doc, namespace=namespace) for doc in load_yaml(text)]
+
+
+# --- namespaces ---------------------------------------------------------------------------
+
+
+def create_namespace(client: KubeClient, name: str, *, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Create a namespace and wait for its ``default`` ServiceAccount (pods need it)."""
+    namespace = client.create(
+        paths.namespaces(),
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+    )
+
+    def has_default_service_account() -> bool:
+        try:
+            client.get(paths.service_accounts(name, "default"))
+        except NotFound:
+            return False
+        return True
+
+    wait_for(
+        has_default_service_account,
+        timeout_s=timeout_s,
+        description=f"ServiceAccount {name}/default (created by the controller manager)",
+    )
+    return namespace
+
+
+def delete_namespace(client: KubeClient, name: str) -> None:
+    """Force-delete the namespace's pods (no kubelet may be left to do it), then the namespace."""
+    try:
+        for pod in client.list(paths.pods(name)).get("items") or []:
+            try:
+                client.delete(paths.pods(name, pod["metadata"]["name"]), grace_period_s=0)
+            except NotFound:
+                pass
+        client.delete(paths.namespaces(name))
+    except NotFound:
+        pass
+
+
+def ensure_object(client: KubeClient, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Create ``obj`` unless an object of that name exists; return the server's object."""
+    try:
+        return client.create(paths.collection_path(obj), obj)
+    except AlreadyExists:
+        return client.get(paths.object_path(obj))
+
+
+# --- reading state ------------------------------------------------------------------------
+
+
+def pod_condition(pod: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
+    """The pod condition of type ``kind``, if present."""
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return dict(condition)
+    return None
+
+
+def is_pod_running(pod: Mapping[str, Any]) -> bool:
+    """Phase Running and Ready."""
+    ready = pod_condition(pod, "Ready")
+    return (pod.get("status") or {}).get("phase") == "Running" and bool(
+        ready and ready.get("status") == "True"
+    )
+
+
+def wait_for_pod_running(
+    client: KubeClient, namespace: str, name: str, *, timeout_s: float = 30.0
+) -> dict[str, Any]:
+    """Wait until a pod is Running and Ready; return it."""
+
+    def running() -> dict[str, Any] | None:
+        pod = client.get(paths.pods(namespace, name))
+        return pod if is_pod_running(pod) else None
+
+    return wait_for(
+        running,
+        timeout_s=timeout_s,
+        description=f"pod {namespace}/{name} to be Running",
+        details=lambda: _pod_summary(client, namespace, name),
+    )
+
+
+def wait_for_pod_gone(
+    client: KubeClient, namespace: str, name: str, *, timeout_s: float = 30.0
+) -> None:
+    """Wait until a pod no longer exists."""
+
+    def gone() -> bool:
+        try:
+            client.get(paths.pods(namespace, name))
+        except NotFound:
+            return True
+        return False
+
+    wait_for(
+        gone,
+        timeout_s=timeout_s,
+        description=f"pod {namespace}/{name} to disappear",
+        details=lambda: _pod_summary(client, namespace, name),
+    )
+
+
+def pod_claims(client: KubeClient, pod: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ResourceClaims of a pod by pod claim name (template claims via the pod status)."""
+    namespace = pod["metadata"]["namespace"]
+    names = {
+        entry["name"]: entry.get("resourceClaimName")
+        for entry in (pod.get("status") or {}).get("resourceClaimStatuses") or []
+    }
+    for entry in (pod.get("spec") or {}).get("resourceClaims") or []:
+        if entry.get("resourceClaimName"):
+            names[entry["name"]] = entry["resourceClaimName"]
+    return {
+        pod_claim: client.get(paths.resource_claims(namespace, claim_name))
+        for pod_claim, claim_name in names.items()
+        if claim_name
+    }
+
+
+def allocation_results(claim: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``status.allocation.devices.results`` of a claim (empty when not allocated)."""
+    allocation = (claim.get("status") or {}).get("allocation") or {}
+    return list((allocation.get("devices") or {}).get("results") or [])
+
+
+def _pod_summary(client: KubeClient, namespace: str, name: str) -> object:
+    """Phase, conditions and node of a pod, for timeout messages."""
+    try:
+        pod = client.get(paths.pods(namespace, name))
+    except NotFound:
+        return "pod not found"
+    status = pod.get("status") or {}
+    return {
+        "node": (pod.get("spec") or {}).get("nodeName"),
+        "phase": status.get("phase"),
+        "conditions": [
+            {k: c.get(k) for k in ("type", "status", "reason", "message")}
+            for c in status.get("conditions") or []
+        ],
+        "deletionTimestamp": pod["metadata"].get("deletionTimestamp"),
+    }
+
+
+def resource_slice(
+    *,
+    node_name: str,
+    node_uid: str | None,
+    driver: str,
+    devices: Sequence[Mapping[str, Any]],
+    pool: str | None = None,
+) -> dict[str, Any]:
+    """A node-local ResourceSlice as the Go publisher writes it (resource-api.md §2.1)."""
+    metadata: dict[str, Any] = {"generateName": f"{node_name}-{driver}-"}
+    if node_uid:
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "name": node_name,
+                "uid": node_uid,
+                "controller": True,
+            }
+        ]
+    return {
+        "apiVersion": paths.RESOURCE_V1,
+        "kind": "ResourceSlice",
+        "metadata": metadata,
+        "spec": {
+            "driver": driver,
+            "nodeName": node_name,
+            "pool": {"name": pool or node_name, "generation": 1, "resourceSliceCount": 1},
+            "devices": [dict(device) for device in devices],
+        },
+    }
