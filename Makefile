@@ -25,12 +25,12 @@ $(VENV_STAMP): pyproject.toml
 venv: $(VENV_STAMP) ## Create .venv with the project and its dev tools
 
 fmt: $(VENV_STAMP) ## ruff format + autofix
-	$(BIN)/ruff format dra_driver tests
-	$(BIN)/ruff check --fix dra_driver tests
+	$(BIN)/ruff format dra_driver tests bench proto
+	$(BIN)/ruff check --fix dra_driver tests bench proto
 
 lint: $(VENV_STAMP) ## ruff check and format --diff
-	$(BIN)/ruff check dra_driver tests
-	$(BIN)/ruff format --diff dra_driver tests
+	$(BIN)/ruff check dra_driver tests bench proto
+	$(BIN)/ruff format --diff dra_driver tests bench proto
 
 type: $(VENV_STAMP) ## mypy (strict on dra_driver)
 	$(BIN)/mypy

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dra_driver.devices import Inventory, discover
+from dra_driver.devices import DeviceName, Inventory, discover
 from dra_driver.slices import (
     PoolSpec,
     Sharing,
@@ -130,7 +130,10 @@ def test_more_than_128_devices_are_split_over_slices(mock_root: Path) -> None:
     template = base.devices[0]
     many = tuple(
         replace(
-            template, index=i, name=f"dcu-{i:04d}", pci_bus_id=f"0000:{i // 32:02x}:{i % 32:02x}.0"
+            template,
+            index=i,
+            name=DeviceName(f"dcu-{i:04d}"),
+            pci_bus_id=f"0000:{i // 32:02x}:{i % 32:02x}.0",
         )
         for i in range(130)
     )
