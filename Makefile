@@ -9,6 +9,8 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 # The venv is rebuilt whenever the project's dependencies change.
 VENV_STAMP := $(VENV)/.installed
+# Go may not be on PATH in a fresh shell: fall back to the standard install location.
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 
 .PHONY: golden help venv fmt lint type unit test proto check-generated controlplane demo clean
 
@@ -38,7 +40,7 @@ type: $(VENV_STAMP) ## mypy (strict on dra_driver)
 unit: $(VENV_STAMP) ## pytest only
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-test: lint type unit ## Everything CI runs: lint, types, all tests
+test: lint type controlplane unit ## Everything CI runs: lint, types, control plane, all tests
 
 proto: $(VENV_STAMP) ## Regenerate dra_driver/kubeletplugin/_pb from proto/
 	$(PY) proto/generate.py
@@ -50,7 +52,7 @@ CONTROLPLANE := build/bin/controlplane
 controlplane: ## Build the local control plane (etcd, kube-apiserver, scheduler, controller-manager)
 	@echo "==> building $(CONTROLPLANE) (first build downloads k8s.io/kubernetes and takes minutes)"
 	@mkdir -p build/bin
-	@cd tests/controlplane && go build -o ../../$(CONTROLPLANE) .
+	@cd tests/controlplane && $(GO) build -o ../../$(CONTROLPLANE) .
 
 demo: $(VENV_STAMP) ## The demo on a mock DCU node (see README)
 	@$(PY) -m dra_driver.demo

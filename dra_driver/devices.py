@@ -108,6 +108,8 @@ class DcuDevice:
     """Number of the KFD topology node."""
     gpu_id: int
     """KFD gpu id (``topology/nodes/<n>/gpu_id``)."""
+    simd_arrays: int = 1
+    """KFD ``array_count``: SIMD arrays the CUs are grouped in (for spread CU layouts)."""
     pcie_root: str | None = None
     """PCIe root complex (``pci0000:3a``) from the device's sysfs path; None if not derivable."""
 
@@ -277,6 +279,9 @@ def _read_kfd_node(root: Path, node_dir: Path, *, max_vdevices: int) -> DcuDevic
         max_vdevices=max_vdevices,
         kfd_node=int(node_dir.name),
         gpu_id=_read_int_file(node_dir / "gpu_id", default=0),
+        simd_arrays=arrays
+        if arrays and cus_per_array and arrays * cus_per_array == compute_units
+        else 1,
         pcie_root=_pcie_root(root, pci_dir),
     )
 

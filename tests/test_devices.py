@@ -290,3 +290,10 @@ def test_driver_version_is_read_from_the_hycu_module(mock_root: Path) -> None:
     assert discover(mock_root).driver_version == "6.3.10"
     (mock_root / "sys/module/hycu/version").unlink()
     assert discover(mock_root).driver_version is None
+
+
+def test_simd_arrays_come_from_the_topology_when_consistent(mock_root: Path) -> None:
+    assert [d.simd_arrays for d in discover(mock_root).devices] == [4, 4, 4]
+    props = mock_root / "sys/class/kfd/kfd/topology/nodes/1/properties"
+    props.write_text(props.read_text().replace("cu_per_simd_array 15", "cu_per_simd_array 14"))
+    assert discover(mock_root).devices[0].simd_arrays == 1  # inconsistent: no grouping
