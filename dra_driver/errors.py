@@ -13,6 +13,8 @@ where they happen, with ``raise ... from exc``.
      │    └── CdiValidationError   a spec that breaks the schema or the CDI rules
      ├── AllocationError           no room for a share on a DCU
      ├── ClaimConfigError          bad opaque configuration in a claim or class
+     ├── ClaimError                a claim that cannot be prepared as it is (not allocated,
+     │                             replaced, for another node, malformed allocation)
      ├── CheckpointError           the durable state cannot be read or written
      │    └── CheckpointCorruptError
      └── PublishError              the ResourceSlice could not be published
@@ -66,6 +68,10 @@ class AllocationError(DriverError):
 
 class ClaimConfigError(DriverError):
     """Opaque configuration for this driver is invalid."""
+
+
+class ClaimError(DriverError):
+    """A ResourceClaim cannot be prepared as the API server has it; reported per claim."""
 
 
 class CheckpointError(DriverError):

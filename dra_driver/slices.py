@@ -24,6 +24,11 @@ from typing import Any
 
 from dra_driver.devices import DcuDevice, Inventory
 
+# Re-exported: the canonical formatting belongs to what slices publish.
+from dra_driver.quantity import format_binary_quantity as format_binary_quantity
+from dra_driver.quantity import format_decimal_quantity as format_decimal_quantity
+from dra_driver.quantity import parse_integral_quantity
+
 #: The API server's limit on devices in one slice (64 if any device had taints or counters).
 MAX_DEVICES_PER_SLICE = 128
 #: Attributes + capacities of one device, combined.
@@ -278,56 +283,10 @@ def _policy_problems(value: str, policy: dict[str, Any]) -> list[str]:
     return problems
 
 
-_QUANTITY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
-_MULTIPLIERS = {
-    None: 1,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-}
-
-
 def parse_quantity(text: str) -> int:
     """Parse an integral Kubernetes quantity (``15``, ``2Gi``, ``1500M``) to an int.
 
-    Raises ValueError for fractions, exponents or signs, which our capacities never use.
+    Raises ValueError for fractions, exponents or signs, which our capacities never use:
+    what we validate here is what we publish, always in canonical form.
     """
-    match = _QUANTITY.match(str(text).strip())
-    if match is None:
-        raise ValueError(f"not an integral quantity: {text!r}")
-    return int(match.group(1)) * _MULTIPLIERS[match.group(2)]
-
-
-def format_binary_quantity(value: int) -> str:
-    """Format bytes as the API server's canonical BinarySI form (``65536Mi`` -> ``64Gi``).
-
-    We publish canonical forms so what we send is byte-for-byte what we read back: otherwise
-    every resync would see a difference that is not one.
-    """
-    if value < 0:
-        raise ValueError(f"negative quantity {value}")
-    for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
-        unit = _MULTIPLIERS[suffix]
-        if value and value % unit == 0:
-            return f"{value // unit}{suffix}"
-    return str(value)
-
-
-def format_decimal_quantity(value: int) -> str:
-    """Format a count as the canonical DecimalSI form (``120``; ``2000`` -> ``2k``)."""
-    if value < 0:
-        raise ValueError(f"negative quantity {value}")
-    for suffix in ("E", "P", "T", "G", "M", "k"):
-        unit = _MULTIPLIERS[suffix]
-        if value and value % unit == 0:
-            return f"{value // unit}{suffix}"
-    return str(value)
+    return parse_integral_quantity(text, plain_only=True)
