@@ -52,6 +52,10 @@ UUID_ENV_PREFIX: Final = "DCU_UUID_"
 DEVICE_PERMISSIONS: Final = "rw"
 #: Mount options of the read-only hyhal bind mount (the DCU user-space runtime).
 HYHAL_MOUNT_OPTIONS: Final = ("ro", "nosuid", "nodev", "bind")
+#: Where the DCU runtime reads a container's vdev configs.
+VDEV_CONTAINER_DIR: Final = "/etc/vdev/docker"
+#: Read-only: the files are the driver's record of the share; a tenant must not rewrite them.
+VDEV_MOUNT_OPTIONS: Final = ("ro", "nosuid", "nodev", "noexec", "bind")
 
 _LETTERS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _DIGITS: Final = frozenset("0123456789")
@@ -501,36 +505,13 @@ def build_node_spec(
     split_kind(kind)
     runtime_root = inventory.root if host_root is None else host_root
 
-    def node(seen_at: Path, container_path: str) -> DeviceNode:
-        return _device_node(
-            seen_at=seen_at,
-            container_path=container_path,
-            host_path=_under(runtime_root, container_path),
-        )
-
-    shared_nodes: list[DeviceNode] = []
-    if inventory.kfd is not None:
-        shared_nodes.append(node(inventory.kfd, "/dev/kfd"))
-    if inventory.mkfd is not None:
-        shared_nodes.append(node(inventory.mkfd, "/dev/mkfd"))
-    shared_mounts: list[Mount] = []
-    if inventory.hyhal is not None:
-        shared_mounts.append(
-            Mount(
-                host_path=_under(runtime_root, "/opt/hyhal"),
-                container_path="/opt/hyhal",
-                options=HYHAL_MOUNT_OPTIONS,
-            )
-        )
+    shared_nodes, shared_mounts = _shared_edits(inventory, runtime_root)
 
     nodes_by_index: dict[int, tuple[DeviceNode, ...]] = {}
     for dcu in inventory.devices:
         if not dcu.card or not dcu.render:
             raise CdiError(f"DCU {dcu.name} ({dcu.pci_bus_id}) has no DRM card or render node")
-        nodes_by_index[dcu.index] = tuple(
-            node(inventory.dev_path(f"dri/{drm}"), f"/dev/dri/{drm}")
-            for drm in (dcu.card, dcu.render)
-        )
+        nodes_by_index[dcu.index] = _dri_nodes(inventory, dcu, runtime_root)
 
     # Index names first, then uuid names, then "all": one block per naming scheme.
     devices: list[Device] = []
@@ -565,6 +546,94 @@ def build_node_spec(
         devices=tuple(devices),
         container_edits=ContainerEdits(
             device_nodes=tuple(shared_nodes), mounts=tuple(shared_mounts)
+        ),
+    )
+
+
+def _shared_edits(inventory: Inventory, runtime_root: Path) -> tuple[list[DeviceNode], list[Mount]]:
+    """Edits every DCU container needs: /dev/kfd, /dev/mkfd and /opt/hyhal (read-only)."""
+    nodes: list[DeviceNode] = []
+    for seen_at, path in ((inventory.kfd, "/dev/kfd"), (inventory.mkfd, "/dev/mkfd")):
+        if seen_at is not None:
+            nodes.append(
+                _device_node(
+                    seen_at=seen_at, container_path=path, host_path=_under(runtime_root, path)
+                )
+            )
+    mounts: list[Mount] = []
+    if inventory.hyhal is not None:
+        mounts.append(
+            Mount(
+                host_path=_under(runtime_root, "/opt/hyhal"),
+                container_path="/opt/hyhal",
+                options=HYHAL_MOUNT_OPTIONS,
+            )
+        )
+    return nodes, mounts
+
+
+def _dri_nodes(inventory: Inventory, dcu: DcuDevice, runtime_root: Path) -> tuple[DeviceNode, ...]:
+    return tuple(
+        _device_node(
+            seen_at=inventory.dev_path(f"dri/{drm}"),
+            container_path=f"/dev/dri/{drm}",
+            host_path=_under(runtime_root, f"/dev/dri/{drm}"),
+        )
+        for drm in (dcu.card, dcu.render)
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimDevice:
+    """One device of a per-claim spec: a whole DCU or a vDCU share of one."""
+
+    name: str
+    """CDI device name, ``<claimUID>-<device>[-<shareID>]``: never reused for other content."""
+    dcu: DcuDevice
+    env: tuple[str, ...] = ()
+
+
+def build_claim_spec(
+    inventory: Inventory,
+    *,
+    kind: str,
+    devices: Sequence[ClaimDevice],
+    env: Sequence[str] = (),
+    vdev_dir: Path | None = None,
+    host_root: Path | None = None,
+) -> Spec:
+    """Return the transient CDI spec of one prepared claim.
+
+    Spec-level edits (applied once when any device of the claim is used): /dev/kfd, /dev/mkfd,
+    /opt/hyhal read-only, the claim's vdev directory read-only at /etc/vdev/docker (when it has
+    vDCU shares) and ``env``. Each device adds its card's DRM nodes and its own ``env``. Pure
+    apart from ``os.stat`` of the device nodes (see ``build_node_spec``).
+    """
+    if not devices:
+        raise CdiError("a claim spec needs at least one device")
+    runtime_root = inventory.root if host_root is None else host_root
+    nodes, mounts = _shared_edits(inventory, runtime_root)
+    if vdev_dir is not None:
+        mounts.append(
+            Mount(
+                host_path=str(vdev_dir),
+                container_path=VDEV_CONTAINER_DIR,
+                options=VDEV_MOUNT_OPTIONS,
+            )
+        )
+    return Spec(
+        kind=kind,
+        devices=tuple(
+            Device(
+                name=device.name,
+                container_edits=ContainerEdits(
+                    env=device.env, device_nodes=_dri_nodes(inventory, device.dcu, runtime_root)
+                ),
+            )
+            for device in devices
+        ),
+        container_edits=ContainerEdits(
+            env=tuple(env), device_nodes=tuple(nodes), mounts=tuple(mounts)
         ),
     )
 

@@ -36,6 +36,8 @@ class PluginConfig:
     cdi_dir: Path = DEFAULT_CDI_DIR
     sharing: Sharing = Sharing.CONSUMABLE
     max_vdevices: int = 4
+    boot_id_file: Path = Path("/proc/sys/kernel/random/boot_id")
+    """Where this boot's id is read; a change means the node rebooted (tests point elsewhere)."""
 
     @property
     def data_dir(self) -> Path:

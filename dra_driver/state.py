@@ -1,0 +1,547 @@
+"""Preparing claims: the device work behind NodePrepareResources and NodeUnprepareResources.
+
+``DcuPlugin`` implements ``driver.Plugin``. Each call runs under the data dir's
+``SerializeLock`` and re-reads the checkpoint, so no state lives only in memory and two
+plugin instances (a rolling update) can share the work.
+
+Prepare is two-phase, so a crash at any point is recoverable:
+
+1. plan: choose every share's CUs and pipe id (``plan_claim``: pure, deterministic);
+2. record the plan in the checkpoint as ``PrepareStarted``;
+3. write the claim's vdev files and its CDI spec;
+4. mark the claim ``PrepareCompleted`` and answer with its CDI ids.
+
+At start-up (``recover``): a changed boot id drops every claim (nothing survives a reboot);
+``PrepareStarted`` claims are rolled back; completed claims whose vdev files or CDI spec are
+missing get them rewritten identically from the checkpoint; files of unknown claims go.
+
+A share that takes all of a card's CUs and memory is a whole-device share: the full card is
+exposed and no vdev file is written. Anything less is a vDCU confined by a vdev file.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from dra_driver import cdi, checkpoint
+from dra_driver.allocator import CardLedger, CuMask, Share, ShareKey
+from dra_driver.checkpoint import Checkpoint, ClaimEntry, ClaimState, PreparedShare
+from dra_driver.config import PluginConfig
+from dra_driver.devices import DcuDevice, DeviceName, Inventory
+from dra_driver.errors import AllocationError, CheckpointError, ClaimError, DriverError
+from dra_driver.flock import SerializeLock
+from dra_driver.fsutil import PUBLIC_DIR_MODE, ensure_directory, fsync_directory
+from dra_driver.model import (
+    AllocatedShare,
+    Claim,
+    ClaimRef,
+    ClaimUID,
+    PreparedDevice,
+    PrepareResult,
+)
+from dra_driver.vdev import VdevConfig, write_vdev_dir
+
+logger = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+#: Where the kernel publishes this boot's id; a new id means the node rebooted.
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+#: Subdirectory of the plugin data dir holding one vdev directory per claim.
+VDEV_SUBDIR = "vdev"
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def claim_kind(driver_name: str) -> str:
+    """The CDI kind of per-claim specs: ``k8s.<driver>/dcu`` (the example driver's vendor)."""
+    return f"k8s.{driver_name}/dcu"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Paths:
+    checkpoint: Path
+    vdev_root: Path
+    cdi_dir: Path
+
+
+class DcuPlugin:
+    """Prepares and unprepares claims on one node's DCUs."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        *,
+        driver_name: str,
+        node_name: str,
+        data_dir: Path,
+        cdi_dir: Path,
+        boot_id: str,
+        host_root: Path | None = None,
+    ) -> None:
+        self.inventory = inventory
+        self.driver_name = driver_name
+        self.node_name = node_name
+        self.boot_id = boot_id
+        self.host_root = host_root
+        self.kind = claim_kind(driver_name)
+        self._paths = _Paths(
+            checkpoint=data_dir / checkpoint.CHECKPOINT_FILE,
+            vdev_root=data_dir / VDEV_SUBDIR,
+            cdi_dir=cdi_dir,
+        )
+        self._lock = SerializeLock(data_dir)
+
+    @classmethod
+    def from_config(cls, inventory: Inventory, config: PluginConfig) -> DcuPlugin:
+        """Build the plugin for the daemon and run start-up recovery."""
+        plugin = cls(
+            inventory,
+            driver_name=config.driver_name,
+            node_name=config.node_name,
+            data_dir=config.data_dir,
+            cdi_dir=config.cdi_dir,
+            boot_id=read_boot_id(config.boot_id_file),
+        )
+        plugin.recover()
+        return plugin
+
+    # --- the Plugin protocol ----------------------------------------------------------------
+
+    def prepare_claims(
+        self, claims: Sequence[Claim]
+    ) -> dict[ClaimUID, PrepareResult | DriverError]:
+        """Prepare claims; idempotent, one entry per claim (see ``driver.Plugin``)."""
+        results: dict[ClaimUID, PrepareResult | DriverError] = {}
+        with self._lock.held():
+            state = self._load()
+            fresh: list[ClaimEntry] = []
+            for claim in claims:
+                try:
+                    entry, is_new = self._plan_or_reuse(state, claim)
+                except DriverError as exc:
+                    results[claim.ref.uid] = exc
+                    continue
+                state = state.with_claim(entry)
+                if is_new:
+                    fresh.append(entry)
+                else:
+                    results[claim.ref.uid] = self._result(entry)
+            if fresh:
+                self._save(state)  # phase 2: the plan is durable before any file exists
+            for entry in fresh:
+                try:
+                    self._write_files(entry)
+                except DriverError as exc:
+                    self._remove_files(entry.uid)
+                    state = state.without_claim(entry.uid)
+                    results[entry.uid] = exc
+                    continue
+                state = state.with_claim(replace(entry, state=ClaimState.PREPARE_COMPLETED))
+                results[entry.uid] = self._result(entry)
+            if fresh:
+                self._save(state)
+        return results
+
+    def unprepare_claims(self, refs: Sequence[ClaimRef]) -> dict[ClaimUID, DriverError | None]:
+        """Unprepare claims; an unknown claim is success (see ``driver.Plugin``)."""
+        results: dict[ClaimUID, DriverError | None] = {}
+        with self._lock.held():
+            state = self._load()
+            changed = False
+            for ref in refs:
+                try:
+                    _check_uid(ref.uid)
+                    self._remove_files(ref.uid)
+                except DriverError as exc:
+                    results[ref.uid] = exc
+                    continue
+                if ref.uid in state.claims:
+                    state = state.without_claim(ref.uid)
+                    changed = True
+                results[ref.uid] = None
+            if changed:
+                self._save(state)
+        return results
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Bring files and checkpoint in line after a restart, crash or reboot."""
+        with self._lock.held():
+            loaded = state = self._load()
+            if state.boot_id != self.boot_id:
+                if state.claims:
+                    logger.warning(
+                        "node rebooted (boot id %s -> %s): dropping %d prepared claim(s); the "
+                        "kubelet prepares its running pods' claims again",
+                        state.boot_id or "unknown",
+                        self.boot_id,
+                        len(state.claims),
+                    )
+                for uid in state.claims:
+                    self._remove_files(uid)
+                state = Checkpoint(boot_id=self.boot_id)
+            for uid, entry in list(state.claims.items()):
+                if entry.state is ClaimState.PREPARE_STARTED:
+                    logger.warning(
+                        "rolling back claim %s/%s (uid %s): its prepare was interrupted",
+                        entry.namespace,
+                        entry.name,
+                        uid,
+                    )
+                    self._remove_files(uid)
+                    state = state.without_claim(uid)
+                else:
+                    self._regenerate_if_missing(entry)
+            self._remove_unknown_files(set(state.claims))
+            if state != loaded or not self._paths.checkpoint.exists():
+                self._save(state)
+
+    # --- planning (pure apart from reading the inventory) -----------------------------------
+
+    def _plan_or_reuse(self, state: Checkpoint, claim: Claim) -> tuple[ClaimEntry, bool]:
+        """Return the claim's entry: the recorded one if prepared, else a new plan."""
+        _check_uid(claim.ref.uid)
+        known = state.claims.get(claim.ref.uid)
+        if known is not None and known.state is ClaimState.PREPARE_COMPLETED:
+            self._regenerate_if_missing(known)  # a repeated prepare after a runtime restart
+            return known, False
+        if known is not None:  # interrupted earlier in this boot: start over
+            self._remove_files(claim.ref.uid)
+            state = state.without_claim(claim.ref.uid)
+        return self.plan_claim(state, claim), True
+
+    def plan_claim(self, state: Checkpoint, claim: Claim) -> ClaimEntry:
+        """Choose CUs, pipe ids and vdev numbers for every share of ``claim``.
+
+        Deterministic for a given checkpoint and claim; no side effects. Raises ``ClaimError``
+        or ``AllocationError`` (the node-side guard) with the device and the numbers.
+        """
+        if not claim.shares:
+            raise ClaimError(
+                f"claim {claim.ref}: no devices of {self.driver_name} allocated "
+                f"on node {self.node_name}"
+            )
+        ledgers: dict[str, CardLedger] = self._ledgers(state)
+        whole_taken = self._whole_devices(state)
+        ordered = sorted(
+            enumerate(claim.shares),
+            key=lambda item: (self._device(claim, item[1]).pci_bus_id, item[0]),
+        )
+        planned: list[PreparedShare] = []
+        next_vdev = 0
+        for index, share in ordered:
+            dcu = self._device(claim, share)
+            cdi_name = _cdi_device_name(claim.ref.uid, dcu.name, share.share_id)
+            cdi_id = cdi.qualified_id(self.kind, cdi_name)
+            whole = _is_whole(dcu, share)
+            ledger = ledgers.setdefault(dcu.name, CardLedger(dcu.name))
+            base = PreparedShare(
+                request=share.request,
+                pool=share.pool,
+                device=dcu.name,
+                share_id=share.share_id,
+                cdi_id=cdi_id,
+                whole_device=whole,
+                cores=dcu.compute_units if whole else share.cores or 0,
+                memory_mib=dcu.memory_mib if whole else (share.memory_bytes or 0) // MIB,
+                admin_access=share.admin_access,
+                counts_against_capacity=not share.admin_access,
+            )
+            if share.admin_access:
+                planned.append(base)
+                continue
+            if whole:
+                if ledger.share_count or dcu.name in whole_taken:
+                    raise AllocationError(
+                        f"claim {claim.ref}: {dcu.name} is allocated whole, but "
+                        f"{ledger.share_count or 1} share(s) of it are live on this node; the "
+                        "allocation overlaps a live claim (stale claim or scheduler race)"
+                    )
+                whole_taken.add(dcu.name)
+                planned.append(base)
+                continue
+            if dcu.name in whole_taken:
+                raise AllocationError(
+                    f"claim {claim.ref}: {dcu.name} is held whole by a live claim, so no vDCU "
+                    "share of it can be prepared (stale claim or scheduler race)"
+                )
+            self._check_share_capacity(claim, dcu, share)
+            placed = ledger.place_share(
+                key=ShareKey(f"{claim.ref.uid}/{index}"),
+                cores=base.cores,
+                memory_mib=base.memory_mib,
+                card=dcu,
+                layout=share.config.cu_layout,
+            )
+            ledgers[dcu.name] = ledger.with_share(placed)
+            planned.append(
+                replace(
+                    base,
+                    cu_mask=(placed.mask.word0, placed.mask.word1),
+                    pipe_id=placed.pipe_id,
+                    vdev_id=next_vdev,
+                )
+            )
+            next_vdev += 1
+        return ClaimEntry(
+            uid=claim.ref.uid,
+            namespace=claim.ref.namespace,
+            name=claim.ref.name,
+            state=ClaimState.PREPARE_STARTED,
+            shares=tuple(planned),
+        )
+
+    def _device(self, claim: Claim, share: AllocatedShare) -> DcuDevice:
+        if share.pool != self.node_name:
+            raise ClaimError(
+                f"claim {claim.ref}: device {share.device} is in pool {share.pool!r}, not this "
+                f"node's pool {self.node_name!r}; the claim is allocated to another node"
+            )
+        dcu = self.inventory.by_name(share.device)
+        if dcu is None:
+            known = ", ".join(d.name for d in self.inventory.devices) or "none"
+            raise ClaimError(
+                f"claim {claim.ref}: device {share.device} is not on node {self.node_name} "
+                f"(its DCUs: {known}); the allocation refers to a device that went away"
+            )
+        return dcu
+
+    def _check_share_capacity(self, claim: Claim, dcu: DcuDevice, share: AllocatedShare) -> None:
+        if share.cores is None or share.memory_bytes is None or share.vdevices is None:
+            raise ClaimError(
+                f"claim {claim.ref}: {dcu.name} is shared but the allocation has no "
+                "consumedCapacity for cores, memory and vdevices; is DRAConsumableCapacity on "
+                "in kube-scheduler?"
+            )
+        if share.memory_bytes % MIB:
+            raise ClaimError(
+                f"claim {claim.ref}: {dcu.name}: consumed memory {share.memory_bytes} bytes is "
+                "not a whole number of MiB (the slice's step is 1Mi)"
+            )
+        if share.vdevices != 1:
+            raise ClaimError(
+                f"claim {claim.ref}: {dcu.name}: a share takes exactly 1 vdevices slot, the "
+                f"allocation consumed {share.vdevices}"
+            )
+        if not dcu.is_sliceable:
+            raise ClaimError(
+                f"claim {claim.ref}: {dcu.name} has {dcu.compute_units} CUs, more than a vdev "
+                "CU mask can describe; it can only be allocated whole"
+            )
+
+    def _ledgers(self, state: Checkpoint) -> dict[str, CardLedger]:
+        shares: dict[str, list[Share]] = {}
+        for entry in state.claims.values():
+            for index, prepared in enumerate(entry.shares):
+                if prepared.whole_device or not prepared.counts_against_capacity:
+                    continue
+                if prepared.pipe_id is None:
+                    raise CheckpointError(
+                        f"checkpoint: claim {entry.uid} share {index} on {prepared.device} has "
+                        "no pipe id"
+                    )
+                shares.setdefault(prepared.device, []).append(
+                    Share(
+                        key=ShareKey(f"{entry.uid}/{index}"),
+                        mask=CuMask.from_words(*prepared.cu_mask),
+                        pipe_id=prepared.pipe_id,
+                        memory_mib=prepared.memory_mib,
+                    )
+                )
+        return {name: CardLedger(DeviceName(name), tuple(s)) for name, s in shares.items()}
+
+    def _whole_devices(self, state: Checkpoint) -> set[str]:
+        return {
+            prepared.device
+            for entry in state.claims.values()
+            for prepared in entry.shares
+            if prepared.whole_device and prepared.counts_against_capacity
+        }
+
+    # --- side effects -------------------------------------------------------------------------
+
+    def _result(self, entry: ClaimEntry) -> PrepareResult:
+        return PrepareResult(
+            devices=tuple(
+                PreparedDevice(
+                    requests=(s.request,),
+                    pool=s.pool,
+                    device=s.device,
+                    cdi_ids=(s.cdi_id,),
+                    share_id=s.share_id,
+                )
+                for s in entry.shares
+            )
+        )
+
+    def _vdev_dir(self, uid: ClaimUID) -> Path:
+        return self._paths.vdev_root / uid
+
+    def _spec_file(self, uid: ClaimUID) -> str:
+        return cdi.spec_file_name(self.kind, uid)
+
+    def _write_files(self, entry: ClaimEntry) -> None:
+        """Write the claim's vdev files and CDI spec (both derived from ``entry`` alone)."""
+        vdev_configs = self._vdev_configs(entry)
+        vdev_dir = self._vdev_dir(entry.uid) if vdev_configs else None
+        try:
+            if vdev_dir is not None:
+                ensure_directory(self._paths.vdev_root, mode=PUBLIC_DIR_MODE)
+                write_vdev_dir(vdev_dir, vdev_configs)
+            spec = self._claim_spec(entry, vdev_dir)
+            cdi.write_spec(spec, self._paths.cdi_dir, self._spec_file(entry.uid))
+        except OSError as exc:
+            raise DriverError(
+                f"claim {entry.namespace}/{entry.name} (uid {entry.uid}): writing its files "
+                f"failed: {exc.strerror or exc} ({exc.filename})"
+            ) from exc
+
+    def _vdev_configs(self, entry: ClaimEntry) -> list[VdevConfig]:
+        cards = list(dict.fromkeys(s.device for s in entry.shares))
+        configs: list[VdevConfig] = []
+        for share in sorted(
+            (s for s in entry.shares if s.vdev_id is not None), key=lambda s: s.vdev_id or 0
+        ):
+            dcu = self._inventory_device(share.device)
+            assert share.pipe_id is not None  # vDCU shares always have one
+            configs.append(
+                VdevConfig(
+                    pci_bus_id=dcu.pci_bus_id,
+                    mask=CuMask.from_words(*share.cu_mask),
+                    memory_mib=share.memory_mib,
+                    device_id=cards.index(share.device),
+                    vdev_id=share.vdev_id or 0,
+                    pipe_id=share.pipe_id,
+                )
+            )
+        return configs
+
+    def _claim_spec(self, entry: ClaimEntry, vdev_dir: Path | None) -> cdi.Spec:
+        cards = list(dict.fromkeys(s.device for s in entry.shares))
+        devices = []
+        for ordinal, share in enumerate(entry.shares):
+            dcu = self._inventory_device(share.device)
+            devices.append(
+                cdi.ClaimDevice(
+                    name=share.cdi_id.split("=", 1)[1],
+                    dcu=dcu,
+                    env=(
+                        f"DCU_{ordinal}_UUID={dcu.uuid}",
+                        f"DCU_{ordinal}_COMPUTE_UNITS={share.cores}",
+                        f"DCU_{ordinal}_MEMORY_MIB={share.memory_mib}",
+                        f"DCU_{ordinal}_SHARE={'whole' if share.whole_device else 'vdcu'}",
+                    ),
+                )
+            )
+        visible = ",".join(self._inventory_device(name).uuid for name in cards)
+        return cdi.build_claim_spec(
+            self.inventory,
+            kind=self.kind,
+            devices=devices,
+            env=(f"DCU_VISIBLE_DEVICES={visible}", f"DCU_DRA_CLAIM={entry.namespace}/{entry.name}"),
+            vdev_dir=vdev_dir,
+            host_root=self.host_root,
+        )
+
+    def _inventory_device(self, name: str) -> DcuDevice:
+        dcu = self.inventory.by_name(name)
+        if dcu is None:
+            raise ClaimError(f"device {name} of a prepared claim is no longer on this node")
+        return dcu
+
+    def _regenerate_if_missing(self, entry: ClaimEntry) -> None:
+        spec_missing = not (self._paths.cdi_dir / self._spec_file(entry.uid)).is_file()
+        vdev_dir = self._vdev_dir(entry.uid)
+        vdev_missing = any(s.vdev_id is not None for s in entry.shares) and not all(
+            (vdev_dir / f"vdev{s.vdev_id}.conf").is_file()
+            for s in entry.shares
+            if s.vdev_id is not None
+        )
+        if not (spec_missing or vdev_missing):
+            return
+        try:
+            self._write_files(entry)
+        except DriverError as exc:
+            logger.error(
+                "cannot regenerate the files of claim %s/%s: %s", entry.namespace, entry.name, exc
+            )
+            return
+        logger.warning(
+            "regenerated the %s of claim %s/%s (uid %s) from the checkpoint",
+            "CDI spec and vdev files"
+            if spec_missing and vdev_missing
+            else "CDI spec"
+            if spec_missing
+            else "vdev files",
+            entry.namespace,
+            entry.name,
+            entry.uid,
+        )
+
+    def _remove_files(self, uid: ClaimUID) -> None:
+        _check_uid(uid)
+        try:
+            cdi.remove_spec(self._paths.cdi_dir, self._spec_file(uid))
+            vdev_dir = self._vdev_dir(uid)
+            if vdev_dir.exists():
+                shutil.rmtree(vdev_dir)
+                fsync_directory(self._paths.vdev_root)
+        except OSError as exc:
+            raise DriverError(
+                f"claim uid {uid}: removing its files failed: "
+                f"{exc.strerror or exc} ({exc.filename})"
+            ) from exc
+
+    def _remove_unknown_files(self, known: set[ClaimUID]) -> None:
+        """Delete files of claims the checkpoint does not know (left by a crash)."""
+        prefix, suffix = self._spec_file(ClaimUID("X")).split("X")
+        if self._paths.cdi_dir.is_dir():
+            for path in self._paths.cdi_dir.iterdir():
+                name = path.name
+                if name.startswith(prefix) and name.endswith(suffix):
+                    uid = name[len(prefix) : -len(suffix)]
+                    if _UUID.fullmatch(uid) and uid not in known:
+                        logger.info("removing CDI spec %s of an unknown claim", path)
+                        path.unlink(missing_ok=True)
+        if self._paths.vdev_root.is_dir():
+            for path in self._paths.vdev_root.iterdir():
+                if _UUID.fullmatch(path.name) and path.name not in known:
+                    logger.info("removing vdev dir %s of an unknown claim", path)
+                    shutil.rmtree(path, ignore_errors=True)
+
+    def _load(self) -> Checkpoint:
+        return checkpoint.load(self._paths.checkpoint, boot_id=self.boot_id)
+
+    def _save(self, state: Checkpoint) -> None:
+        checkpoint.save(self._paths.checkpoint, state)
+
+
+def read_boot_id(path: Path = BOOT_ID_FILE) -> str:
+    """Return this boot's id (the kernel's random boot_id)."""
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except OSError as exc:
+        raise DriverError(f"cannot read the boot id from {path}: {exc.strerror}") from exc
+
+
+def _check_uid(uid: str) -> None:
+    """A claim UID goes into file names: only a lowercase UUID is ever accepted."""
+    if not _UUID.fullmatch(uid):
+        raise ClaimError(f"claim uid {uid!r} is not a UUID; refusing to use it in a file name")
+
+
+def _is_whole(dcu: DcuDevice, share: AllocatedShare) -> bool:
+    if share.cores is None and share.memory_bytes is None:
+        return True  # an exclusively allocated device
+    return (share.cores or 0) >= dcu.compute_units and (share.memory_bytes or 0) >= (
+        dcu.memory_mib * MIB
+    )
+
+
+def _cdi_device_name(uid: ClaimUID, device: str, share_id: str | None) -> str:
+    return f"{uid}-{device}" if share_id is None else f"{uid}-{device}-{share_id}"
