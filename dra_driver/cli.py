@@ -194,6 +194,12 @@ def add_kubelet_plugin(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="vDCUs per DCU when the platform reports no limit (env MAX_VDEVICES; default 4).",
     )
     plugin.add_argument(
+        "--boot-id-file",
+        type=Path,
+        default=_env_path("BOOT_ID_FILE", Path("/proc/sys/kernel/random/boot_id")),
+        help=argparse.SUPPRESS,  # tests simulate a reboot by changing the boot id
+    )
+    plugin.add_argument(
         "--log-format",
         choices=("text", "json"),
         default=env("LOG_FORMAT", "text"),
@@ -218,6 +224,7 @@ def run_kubelet_plugin(args: argparse.Namespace, parser: argparse.ArgumentParser
         cdi_dir=args.cdi_dir,
         sharing=Sharing(args.sharing),
         max_vdevices=args.max_vdevices,
+        boot_id_file=args.boot_id_file,
     )
     try:
         config.validate()
