@@ -6,14 +6,23 @@ Pure data. Wire shapes (ResourceClaim JSON, protobuf) are converted to these at 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import NewType
+from typing import NewType, TypeGuard
 
 from dra_driver.allocator import Layout
 from dra_driver.devices import DeviceName
 
 ClaimUID = NewType("ClaimUID", str)
 """A ResourceClaim's metadata.uid; checked to be a UUID before it is used in any path."""
+
+#: The canonical lowercase form the API server gives every UID and shareID.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_uuid(text: object) -> TypeGuard[str]:
+    """Whether ``text`` is a canonical UUID: the only form a claim UID may take in a path."""
+    return isinstance(text, str) and _UUID.fullmatch(text) is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

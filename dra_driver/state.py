@@ -22,7 +22,6 @@ exposed and no vdev file is written. Anything less is a vDCU confined by a vdev 
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -43,8 +42,9 @@ from dra_driver.model import (
     ClaimUID,
     PreparedDevice,
     PrepareResult,
+    is_uuid,
 )
-from dra_driver.vdev import VdevConfig, write_vdev_dir
+from dra_driver.vdev import VdevConfig, vdev_file_name, write_vdev_dir
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,6 @@ MIB = 1024 * 1024
 BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 #: Subdirectory of the plugin data dir holding one vdev directory per claim.
 VDEV_SUBDIR = "vdev"
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def claim_kind(driver_name: str) -> str:
@@ -402,7 +401,7 @@ class DcuPlugin:
             ) from exc
 
     def _vdev_configs(self, entry: ClaimEntry) -> list[VdevConfig]:
-        cards = list(dict.fromkeys(s.device for s in entry.shares))
+        cards = _card_order(entry)
         configs: list[VdevConfig] = []
         for share in sorted(
             (s for s in entry.shares if s.vdev_id is not None), key=lambda s: s.vdev_id or 0
@@ -422,7 +421,7 @@ class DcuPlugin:
         return configs
 
     def _claim_spec(self, entry: ClaimEntry, vdev_dir: Path | None) -> cdi.Spec:
-        cards = list(dict.fromkeys(s.device for s in entry.shares))
+        cards = _card_order(entry)
         devices = []
         for ordinal, share in enumerate(entry.shares):
             dcu = self._inventory_device(share.device)
@@ -458,7 +457,7 @@ class DcuPlugin:
         spec_missing = not (self._paths.cdi_dir / self._spec_file(entry.uid)).is_file()
         vdev_dir = self._vdev_dir(entry.uid)
         vdev_missing = any(s.vdev_id is not None for s in entry.shares) and not all(
-            (vdev_dir / f"vdev{s.vdev_id}.conf").is_file()
+            (vdev_dir / vdev_file_name(s.vdev_id)).is_file()
             for s in entry.shares
             if s.vdev_id is not None
         )
@@ -505,12 +504,12 @@ class DcuPlugin:
                 name = path.name
                 if name.startswith(prefix) and name.endswith(suffix):
                     uid = name[len(prefix) : -len(suffix)]
-                    if _UUID.fullmatch(uid) and uid not in known:
+                    if is_uuid(uid) and uid not in known:
                         logger.info("removing CDI spec %s of an unknown claim", path)
                         path.unlink(missing_ok=True)
         if self._paths.vdev_root.is_dir():
             for path in self._paths.vdev_root.iterdir():
-                if _UUID.fullmatch(path.name) and path.name not in known:
+                if is_uuid(path.name) and path.name not in known:
                     logger.info("removing vdev dir %s of an unknown claim", path)
                     shutil.rmtree(path, ignore_errors=True)
 
@@ -531,8 +530,13 @@ def read_boot_id(path: Path = BOOT_ID_FILE) -> str:
 
 def _check_uid(uid: str) -> None:
     """A claim UID goes into file names: only a lowercase UUID is ever accepted."""
-    if not _UUID.fullmatch(uid):
+    if not is_uuid(uid):
         raise ClaimError(f"claim uid {uid!r} is not a UUID; refusing to use it in a file name")
+
+
+def _card_order(entry: ClaimEntry) -> list[DeviceName]:
+    """The claim's DCUs in the order the container sees them (shares are stored PCI-sorted)."""
+    return list(dict.fromkeys(s.device for s in entry.shares))
 
 
 def _is_whole(dcu: DcuDevice, share: AllocatedShare) -> bool:

@@ -18,13 +18,11 @@ from typing import Any
 
 from dra_driver.devices import DeviceName
 from dra_driver.errors import ClaimConfigError, ClaimError
-from dra_driver.model import AllocatedShare, Claim, ClaimRef, ClaimUID
+from dra_driver.model import AllocatedShare, Claim, ClaimRef, ClaimUID, is_uuid
 from dra_driver.opaque import OpaqueConfig, decode_configs, effective_config
 from dra_driver.quantity import parse_integral_quantity
 from dra_driver.slices import CORES, MEMORY, VDEVICES
 
-#: The canonical lowercase form the API server gives every UID and shareID.
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 #: Device names are DNS labels (the API validates them); they end up in CDI names.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 #: The capacities our slices publish; a shared allocation consumes all of them.
@@ -33,7 +31,7 @@ CAPACITIES = (CORES, MEMORY, VDEVICES)
 
 def check_claim_uid(uid: object, *, namespace: str, name: str) -> ClaimUID:
     """Return ``uid`` as a ``ClaimUID`` if it is a canonical UUID; ``ClaimError`` otherwise."""
-    if not isinstance(uid, str) or _UUID.fullmatch(uid) is None:
+    if not is_uuid(uid):
         raise ClaimError(
             f"claim {namespace}/{name}: uid {uid!r} is not a UUID; refusing to prepare it "
             "(claim UIDs name files on this node)"
@@ -103,9 +101,7 @@ def _share(
     if not isinstance(device, str) or _DNS_LABEL.fullmatch(device) is None:
         raise ClaimError(f"{where}: malformed: device {device!r} is not a device name")
     share_id = result.get("shareID")
-    if share_id is not None and (
-        not isinstance(share_id, str) or _UUID.fullmatch(share_id) is None
-    ):
+    if share_id is not None and (not is_uuid(share_id)):
         raise ClaimError(f"{where}: malformed: shareID {share_id!r} is not a UUID")
     admin_access = result.get("adminAccess")
     if admin_access is not None and not isinstance(admin_access, bool):
