@@ -22,6 +22,8 @@ from kubernetes_validate import utils as kubernetes_validate_utils
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_DIR = REPO_ROOT / "deploy"
 EXAMPLES_DIR = DEPLOY_DIR / "examples"
+#: The Helm chart: Go templates, not plain manifests (tests/deploy/test_helm_chart.py renders it).
+HELM_DIR = DEPLOY_DIR / "helm"
 
 #: The Kubernetes versions the driver supports (resource.k8s.io/v1 is GA from 1.34).
 KUBERNETES_VERSIONS = ("1.34.0", "1.35.0", "1.36.0", "1.37.0")
@@ -72,10 +74,15 @@ class Document:
         return f"{self.path.relative_to(DEPLOY_DIR)}#{self.index}:{self.kind}/{self.name}"
 
 
+def plain_yaml_files(directory: Path) -> list[Path]:
+    """The ``*.yaml`` files under ``directory``, except the Helm chart's."""
+    return [path for path in directory.rglob("*.yaml") if not path.is_relative_to(HELM_DIR)]
+
+
 def load_documents(directory: Path) -> list[Document]:
     """Every non-empty YAML document under ``directory``, in file order."""
     documents = []
-    for path in sorted(directory.rglob("*.yaml")):
+    for path in sorted(plain_yaml_files(directory)):
         for index, body in enumerate(yaml.safe_load_all(path.read_text())):
             if body is not None:
                 documents.append(Document(path, index, body))
@@ -105,7 +112,7 @@ def minor(version: str) -> str:
 
 
 def test_deploy_has_the_expected_files() -> None:
-    files = {str(path.relative_to(DEPLOY_DIR)) for path in DEPLOY_DIR.rglob("*.yaml")}
+    files = {str(path.relative_to(DEPLOY_DIR)) for path in plain_yaml_files(DEPLOY_DIR)}
     assert files == {
         "admission-claims.yaml",
         "admission-slices.yaml",
