@@ -12,7 +12,15 @@ VENV_STAMP := $(VENV)/.installed
 # Go may not be on PATH in a fresh shell: fall back to the standard install location.
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 
+# Container image built by `make image` (kind/demo.sh passes its own IMAGE).
+IMAGE ?= dcu-dra:dev
+# The project version, for the wheel's file name and the image's version label.
+PROJECT_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+WHEEL := build/dist/dcu_dra-$(PROJECT_VERSION)-py3-none-any.whl
+
 .PHONY: golden help venv fmt lint type unit test proto check-generated controlplane demo clean
+.PHONY: wheel image
+.PHONY: helm
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,7 +48,7 @@ type: $(VENV_STAMP) ## mypy (strict on dra_driver)
 unit: $(VENV_STAMP) ## pytest only
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-test: lint type controlplane unit ## Everything CI runs: lint, types, control plane, all tests
+test: lint type controlplane helm unit ## Everything CI runs: lint, types, control plane, all tests
 
 proto: $(VENV_STAMP) ## Regenerate dra_driver/kubeletplugin/_pb from proto/
 	$(PY) proto/generate.py
@@ -54,11 +62,35 @@ controlplane: ## Build the local control plane (etcd, kube-apiserver, scheduler,
 	@mkdir -p build/bin
 	@cd tests/controlplane && $(GO) build -o ../../$(CONTROLPLANE) .
 
-demo: $(VENV_STAMP) ## The demo on a mock DCU node (see README)
-	@$(PY) -m dra_driver.demo
+# Helm, for the chart's lint and template tests (tests/deploy/) and kind/demo.sh. Pinned: the
+# newest stable release when the chart was written (v4.3.1 needs Go >= 1.26). The ldflags set
+# what `helm version` reports, as helm's own Makefile does; rebuilt only when that differs.
+HELM_VERSION := v4.3.1
+HELM := build/bin/helm
+helm: ## Build the pinned helm into build/bin/helm from the Go module proxy
+	@if [ "$$($(HELM) version --template '{{.Version}}' 2>/dev/null)" != "$(HELM_VERSION)" ]; then \
+		echo "==> building $(HELM) $(HELM_VERSION) (a cold build downloads its modules and takes minutes)"; \
+		mkdir -p build/bin; \
+		GOBIN=$(CURDIR)/build/bin $(GO) install -trimpath \
+			-ldflags '-s -w -X helm.sh/helm/v4/internal/version.version=$(HELM_VERSION)' \
+			helm.sh/helm/v4/cmd/helm@$(HELM_VERSION); \
+	fi
+
+demo: $(VENV_STAMP) controlplane ## Two mock DCU nodes, the real plugin, every example pod (KEEP=1: stay up)
+	@$(PY) -m dra_driver.demo $(if $(KEEP),--keep)
 
 golden: $(VENV_STAMP) ## Regenerate the reference CDI specs in cdi/ (review the diff)
 	DCU_DRA_UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_cdi_golden.py
+
+wheel: $(VENV_STAMP) ## Build build/dist/dcu_dra-<version>-py3-none-any.whl (the image's recipe)
+	@# A stale build/lib would leak deleted modules into the wheel; the image builds from scratch.
+	@rm -rf build/lib build/dist/dcu_dra-*.whl
+	@$(BIN)/pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation -w build/dist .
+	@echo "==> $(WHEEL)"
+
+image: ## Build the container image $(IMAGE) from deploy/container/Dockerfile (needs Docker)
+	@docker info >/dev/null 2>&1 || { echo "make image needs a running Docker engine (none found): 'docker info' failed; install Docker (https://docs.docker.com/engine/install/) and start it" >&2; exit 1; }
+	docker build -f deploy/container/Dockerfile --build-arg VERSION=$(PROJECT_VERSION) -t $(IMAGE) .
 
 clean: ## Remove build outputs and the venv
 	rm -rf build $(VENV) .mypy_cache .ruff_cache .pytest_cache
