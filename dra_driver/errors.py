@@ -84,3 +84,7 @@ class CheckpointCorruptError(CheckpointError):
 
 class PublishError(DriverError, Recoverable):
     """Publishing ResourceSlices failed; retried with backoff."""
+
+
+class ConvertError(DriverError):
+    """A HAMi manifest that ``dcu-dra convert`` cannot turn into DRA claims as it is."""
