@@ -32,7 +32,7 @@ from typing import Any
 from dra_driver.kube import paths
 from dra_driver.kube.client import KubeClient, WatchStream
 from dra_driver.kube.errors import ApiError, ConnectionFailed, Gone, KubeError, NotFound
-from dra_driver.slices import PoolSpec
+from dra_driver.slices import PoolSpec, keep_taint_times
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,13 @@ CONSUMABLE_CAPACITY_DROPPED = (
     "kube-apiserver, kube-scheduler and the kubelet (beta and on by default from Kubernetes "
     "1.36; alpha in 1.34/1.35: --feature-gates=DRAConsumableCapacity=true), or run the plugin "
     "with --sharing=exclusive to publish whole DCUs only."
+)
+
+DEVICE_TAINTS_DROPPED = (
+    "the API server dropped the device taints from ResourceSlice {name}: the DRADeviceTaints "
+    "feature gate is off, so unhealthy DCUs stay schedulable. Enable it on kube-apiserver and "
+    "kube-scheduler (beta and on by default from Kubernetes 1.36; alpha in 1.34/1.35: "
+    "--feature-gates=DRADeviceTaints=true)."
 )
 
 
@@ -78,6 +85,7 @@ class SlicePublisher:
         self._threads: list[threading.Thread] = []
         self._api_down = False
         self._dropped_fields = False
+        self._dropped_taints = False
         self.syncs = 0
         """Completed syncs (for tests and metrics)."""
 
@@ -178,6 +186,13 @@ class SlicePublisher:
     def _apply(self, pool: PoolSpec, owner_uid: str, existing: list[dict[str, Any]]) -> None:
         desired = [self._effective_devices(list(devices)) for devices in pool.slices]
         highest = max((_generation(s) for s in existing), default=0)
+        # A taint that is already published keeps its timeAdded (see keep_taint_times).
+        for slice_ in existing:
+            position = _position(slice_, pool)
+            if position is not None and position < len(desired):
+                desired[position] = keep_taint_times(
+                    slice_["spec"].get("devices") or [], desired[position]
+                )
         matched: dict[int, dict[str, Any]] = {}
         obsolete: list[dict[str, Any]] = []
         for slice_ in sorted(existing, key=lambda s: str(s["metadata"]["name"])):
@@ -275,17 +290,26 @@ class SlicePublisher:
         if sent_shared and not stored_shared and not self._dropped_fields:
             self._dropped_fields = True
             logger.error(CONSUMABLE_CAPACITY_DROPPED.format(name=stored["metadata"]["name"]))
+        sent_taints = any(d.get("taints") for d in sent["spec"]["devices"])
+        stored_taints = any(d.get("taints") for d in stored["spec"].get("devices") or [])
+        if sent_taints and not stored_taints and not self._dropped_taints:
+            self._dropped_taints = True
+            logger.error(DEVICE_TAINTS_DROPPED.format(name=stored["metadata"]["name"]))
 
     def _effective_devices(self, devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """What the server will store: without the sharing fields when it drops them.
+        """What the server will store: without the sharing fields or taints when it drops them.
 
         Without this, a server that drops the fields would look different from the desired
         pool after every write, and we would rewrite the slice in a hot loop.
         """
-        if not self._dropped_fields:
+        if not self._dropped_fields and not self._dropped_taints:
             return devices
         stripped = copy.deepcopy(devices)
         for device in stripped:
+            if self._dropped_taints:
+                device.pop("taints", None)
+            if not self._dropped_fields:
+                continue
             device.pop("allowMultipleAllocations", None)
             for capacity in device.get("capacity", {}).values():
                 capacity.pop("requestPolicy", None)

@@ -17,12 +17,15 @@ Defaults equal the whole card, so a claim without capacity requests gets an excl
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from dra_driver.devices import DcuDevice, Inventory
+from dra_driver.devices import DcuDevice, DeviceName, Inventory
+from dra_driver.health import DeviceHealth, HealthStatus
 
 # Re-exported: the canonical formatting belongs to what slices publish.
 from dra_driver.quantity import format_binary_quantity as format_binary_quantity
@@ -31,6 +34,17 @@ from dra_driver.quantity import parse_integral_quantity
 
 #: The API server's limit on devices in one slice (64 if any device had taints or counters).
 MAX_DEVICES_PER_SLICE = 128
+#: ... and if any device of the slice has taints.
+MAX_DEVICES_PER_TAINTED_SLICE = 64
+#: Taints of one device.
+MAX_TAINTS_PER_DEVICE = 16
+#: Effects the API accepts for a device taint (``None`` only records, 1.37+).
+TAINT_EFFECTS = frozenset({"NoSchedule", "NoExecute", "None"})
+#: The taint of an unhealthy DCU. NoSchedule, not NoExecute: new claims stay away, but pods
+#: already using the DCU are not evicted by us (an admin's DeviceTaintRule can do that). The
+#: key is fixed, not derived from --driver-name, because users write tolerations for it.
+UNHEALTHY_TAINT_KEY = "dcu.hygon.com/unhealthy"
+UNHEALTHY_TAINT_EFFECT = "NoSchedule"
 #: Attributes + capacities of one device, combined.
 MAX_ATTRIBUTES_AND_CAPACITIES = 32
 #: Longest string or version attribute value.
@@ -46,6 +60,9 @@ PCIE_ROOT_ATTRIBUTE = "resource.kubernetes.io/pcieRoot"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
+# Label names and values (taint keys and values follow the label rules).
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 # semver.org's regular expression: MAJOR.MINOR.PATCH[-pre][+build], no leading zeros.
 _SEMVER = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -85,13 +102,89 @@ class PoolSpec:
     slices: tuple[tuple[dict[str, Any], ...], ...]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceTaint:
+    """One ``spec.devices[].taints[]`` entry."""
+
+    key: str
+    value: str
+    effect: str
+    time_added: float | None = None
+    """Unix seconds; published rounded down to whole seconds (the API stores seconds)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form."""
+        entry: dict[str, Any] = {"key": self.key, "value": self.value, "effect": self.effect}
+        if self.time_added is not None:
+            entry["timeAdded"] = format_time(self.time_added)
+        return entry
+
+
+def format_time(unix_s: float) -> str:
+    """RFC 3339 in UTC with whole seconds, as the API server writes ``metav1.Time``."""
+    return dt.datetime.fromtimestamp(int(unix_s), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def health_taints(devices: Iterable[DeviceHealth]) -> dict[DeviceName, tuple[DeviceTaint, ...]]:
+    """The taints of unhealthy devices: ``dcu.hygon.com/unhealthy=<reason>:NoSchedule``.
+
+    ``timeAdded`` is when the device became unhealthy. Set by us rather than left to the API
+    server (which fills it in when missing): a slice must look the same after every write, or
+    the publisher would rewrite it forever. Unknown health taints nothing: not being able to
+    look is our problem, not the device's.
+    """
+    return {
+        d.device: (
+            DeviceTaint(
+                key=UNHEALTHY_TAINT_KEY,
+                value=str(d.reason or "Unhealthy"),
+                effect=UNHEALTHY_TAINT_EFFECT,
+                time_added=d.since,
+            ),
+        )
+        for d in devices
+        if d.status is HealthStatus.UNHEALTHY
+    }
+
+
+def keep_taint_times(
+    stored: Sequence[Mapping[str, Any]], desired: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``desired`` with each taint's ``timeAdded`` taken from the same taint in ``stored``.
+
+    The same taint (device, key, value, effect) keeps the time it was first published, as
+    the Go helper does: a restarted daemon must not move it, or rewrite the slice to do so.
+    """
+    times = {
+        (str(device.get("name")), t.get("key"), t.get("value"), t.get("effect")): t["timeAdded"]
+        for device in stored
+        for t in device.get("taints") or ()
+        if t.get("timeAdded")
+    }
+    if not times:
+        return list(desired)
+    result: list[dict[str, Any]] = []
+    for device in desired:
+        name = str(device.get("name"))
+        taints = []
+        for taint in device.get("taints") or ():
+            known = times.get((name, taint["key"], taint["value"], taint["effect"]))
+            taints.append(taint if known is None else {**taint, "timeAdded": known})
+        result.append({**device, "taints": taints} if taints else device)
+    return result
+
+
 def is_semver(value: str) -> bool:
     """Whether ``value`` is strict SemVer, the only form the API accepts for a version."""
     return len(value) <= MAX_ATTRIBUTE_VALUE_LENGTH and _SEMVER.match(value) is not None
 
 
 def device_entry(
-    device: DcuDevice, *, sharing: Sharing, driver_version: str | None
+    device: DcuDevice,
+    *,
+    sharing: Sharing,
+    driver_version: str | None,
+    taints: Sequence[DeviceTaint] = (),
 ) -> dict[str, Any]:
     """Return the ``spec.devices[]`` entry of one DCU."""
     attributes: dict[str, dict[str, Any]] = {
@@ -140,23 +233,43 @@ def device_entry(
             MEMORY: {"value": memory},
             VDEVICES: {"value": format_decimal_quantity(device.max_vdevices)},
         }
+    if taints:
+        entry["taints"] = [taint.to_json() for taint in taints]
     return entry
 
 
-def build_pool(inventory: Inventory, *, driver: str, node_name: str, sharing: Sharing) -> PoolSpec:
+def build_pool(
+    inventory: Inventory,
+    *,
+    driver: str,
+    node_name: str,
+    sharing: Sharing,
+    taints: Mapping[DeviceName, Sequence[DeviceTaint]] | None = None,
+) -> PoolSpec:
     """Return the validated pool of a node: one device per DCU, in PCI order.
 
-    Deterministic: the same inventory always gives the same pool, so an unchanged node never
-    causes an update. Raises ``SliceValidationError`` when the API server would reject it.
+    Deterministic: the same inventory (and taints) always gives the same pool, so an
+    unchanged node never causes an update. ``taints`` by device name (see ``health_taints``).
+    Raises ``SliceValidationError`` when the API server would reject it.
     """
+    taints = taints or {}
     entries = [
-        device_entry(d, sharing=sharing, driver_version=inventory.driver_version)
+        device_entry(
+            d,
+            sharing=sharing,
+            driver_version=inventory.driver_version,
+            taints=taints.get(d.name, ()),
+        )
         for d in inventory.devices
     ]
-    chunks = tuple(
-        tuple(entries[i : i + MAX_DEVICES_PER_SLICE])
-        for i in range(0, len(entries), MAX_DEVICES_PER_SLICE)
+    # The API allows fewer devices per slice once any has taints. A node has far fewer DCUs
+    # than either limit, so in practice a taint never re-splits the pool.
+    per_slice = (
+        MAX_DEVICES_PER_TAINTED_SLICE
+        if any("taints" in entry for entry in entries)
+        else MAX_DEVICES_PER_SLICE
     )
+    chunks = tuple(tuple(entries[i : i + per_slice]) for i in range(0, len(entries), per_slice))
     # An empty slice still shows the driver is alive on this node (Go helper behaviour).
     pool = PoolSpec(driver=driver, node_name=node_name, pool_name=node_name, slices=chunks or ((),))
     problems = validate_pool(pool)
@@ -179,6 +292,11 @@ def validate_pool(pool: PoolSpec) -> list[str]:
         if len(devices) > MAX_DEVICES_PER_SLICE:
             problems.append(
                 f"a slice has {len(devices)} devices, more than {MAX_DEVICES_PER_SLICE}"
+            )
+        elif len(devices) > MAX_DEVICES_PER_TAINTED_SLICE and any(d.get("taints") for d in devices):
+            problems.append(
+                f"a slice with device taints has {len(devices)} devices, more than "
+                f"{MAX_DEVICES_PER_TAINTED_SLICE}"
             )
         for device in devices:
             name = str(device.get("name", ""))
@@ -204,6 +322,7 @@ def _validate_device(device: dict[str, Any]) -> list[str]:
         )
     for key, value in attributes.items():
         problems.extend(f"{where}: attribute {key}: {p}" for p in _attribute_problems(key, value))
+    problems.extend(f"{where}: {p}" for p in _taint_problems(device.get("taints") or []))
     shared = device.get("allowMultipleAllocations") is True
     for key, cap in capacity.items():
         if not _qualified_name_ok(key):
@@ -216,6 +335,28 @@ def _validate_device(device: dict[str, Any]) -> list[str]:
         if policy is not None:
             problems.extend(
                 f"{where}: capacity {key}: {p}" for p in _policy_problems(cap["value"], policy)
+            )
+    return problems
+
+
+def _taint_problems(taints: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The API server's device taint rules (label-style key and value, a known effect)."""
+    problems: list[str] = []
+    if len(taints) > MAX_TAINTS_PER_DEVICE:
+        problems.append(f"{len(taints)} taints, more than {MAX_TAINTS_PER_DEVICE}")
+    for taint in taints:
+        key, value = str(taint.get("key", "")), str(taint.get("value", ""))
+        prefix, _, name = key.rpartition("/")
+        if (prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix))) or not (
+            _LABEL_NAME.match(name)
+        ):
+            problems.append(f"taint key {key!r} is not a qualified name")
+        if not _LABEL_VALUE.match(value):
+            problems.append(f"taint {key} value {value!r} is not a label value")
+        if taint.get("effect") not in TAINT_EFFECTS:
+            problems.append(
+                f"taint {key} effect {taint.get('effect')!r} is not one of "
+                f"{', '.join(sorted(TAINT_EFFECTS))}"
             )
     return problems
 

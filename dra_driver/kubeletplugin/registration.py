@@ -23,6 +23,11 @@ logger = logging.getLogger(__name__)
 DRA_PLUGIN_TYPE = "DRAPlugin"
 #: Services we advertise, newest first: the kubelet picks the first one it knows (§2.3).
 DRA_SERVICES = ("v1.DRAPlugin", "v1beta1.DRAPlugin")
+#: The health services, advertised after the DRA ones (which alone decide the DRA version):
+#: the 1.37 kubelet calls v1 only, 1.34-1.36 kubelets v1alpha1 only (§3.3).
+HEALTH_SERVICES = ("v1.DRAResourceHealth", "v1alpha1.DRAResourceHealth")
+#: Everything a plugin that serves device health advertises (the Go helper's list, §0).
+DRA_AND_HEALTH_SERVICES = (*DRA_SERVICES, *HEALTH_SERVICES)
 
 
 class RegistrationServicer:

@@ -81,7 +81,12 @@ def test_daemon_registers_and_deregisters_on_sigterm(
         assert registered.service == "v1.DRAPlugin"
         assert registered.endpoint == str(dra_socket)
         assert registered.socket_path == str(registration_socket)
-        assert registered.supported_versions == ("v1.DRAPlugin", "v1beta1.DRAPlugin")
+        assert registered.supported_versions == (
+            "v1.DRAPlugin",
+            "v1beta1.DRAPlugin",
+            "v1.DRAResourceHealth",
+            "v1alpha1.DRAResourceHealth",
+        )
         (attempt,) = kubelet.registration_attempts()
         assert attempt.accepted and attempt.error is None
         wait_for(

@@ -30,6 +30,12 @@ from dra_driver.kube import AlreadyExists, Conflict, Gone, KubeClient, KubeError
 from dra_driver.testing.fakekubelet import claims as claimlib
 from dra_driver.testing.fakekubelet import objects
 from dra_driver.testing.fakekubelet.checkpoint import load_checkpoint, save_checkpoint
+from dra_driver.testing.fakekubelet.health import (
+    DEFAULT_HEALTH_RETRY_S,
+    HEALTH_V1ALPHA1,
+    HealthWatcher,
+    ReportedHealth,
+)
 from dra_driver.testing.fakekubelet.model import (
     ClaimRef,
     FakeKubeletError,
@@ -128,7 +134,14 @@ class FakeKubelet:
         poll_interval_s: float = 0.2,
         state_file: Path | None = None,
         node_labels: Mapping[str, str] | None = None,
+        health_api: str | None = HEALTH_V1ALPHA1,
+        health_retry_interval_s: float = DEFAULT_HEALTH_RETRY_S,
     ) -> None:
+        """Set up the kubelet; nothing runs before ``start``.
+
+        ``health_api``: the health stream version to watch (v1alpha1 as a 1.36 kubelet, v1 as
+        a 1.37 one), or None for a kubelet with ``ResourceHealthStatus`` off (§3).
+        """
         self.client = client
         self.node_name = node_name
         self.registry_dir = Path(registry_dir)
@@ -144,6 +157,11 @@ class FakeKubelet:
             wiping_delay_s=wiping_delay_s,
             wipe_driver=self._wipe_driver_slices,
             poll_interval_s=poll_interval_s,
+            health=(
+                None
+                if health_api is None
+                else HealthWatcher(api=health_api, retry_interval_s=health_retry_interval_s)
+            ),
         )
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
@@ -253,6 +271,12 @@ class FakeKubelet:
             if (method is None or call.method == method)
             and (driver is None or call.driver == driver)
         ]
+
+    def device_health(self, driver: str) -> dict[tuple[str, str], ReportedHealth]:
+        """Health of ``driver``'s devices by (pool, device), from its health stream (§3)."""
+        if self.plugins.health is None:
+            raise FakeKubeletError(f"the fake kubelet of {self.node_name} watches no health")
+        return self.plugins.health.device_health(driver)
 
     def wait_for_plugin(self, driver: str, *, timeout_s: float = 10.0) -> RegisteredPlugin:
         """Wait until a plugin of ``driver`` is registered; return the newest one."""
