@@ -10,7 +10,10 @@ done here so the core never sees gRPC or the API server:
 - Prepare and Unprepare run one at a time: a ``threading.Lock`` in this process plus an
   ``flock`` on ``<plugin data dir>/serialize.lock``, so two plugin instances sharing the data
   dir during a rolling update never interleave;
-- a Plugin that raises fails the whole call with INTERNAL; the server keeps serving.
+- a Plugin that raises fails the whole call with INTERNAL; the server keeps serving;
+- every call that carries claims is reported to a ``CallObserver`` (the metrics): its method,
+  duration and one ``FailureReason`` per failed claim. Empty calls (the liveness probe's) are
+  not reported, so the numbers describe the kubelet's work only.
 
 Threads, not asyncio: the Kubernetes client and the core are synchronous.
 """
@@ -29,14 +32,21 @@ import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
 from dra_driver.driver import Plugin
-from dra_driver.errors import ClaimError, DriverError
+from dra_driver.errors import (
+    AllocationError,
+    CheckpointError,
+    ClaimConfigError,
+    ClaimError,
+    DriverError,
+)
 from dra_driver.fsutil import PRIVATE_FILE_MODE
 from dra_driver.kube.errors import NotFound
 from dra_driver.kubeletplugin._pb import (
@@ -181,12 +191,92 @@ class CallSerializer:
             time.sleep(_FLOCK_POLL_S)
 
 
-class AbortCallError(Exception):
-    """Ends the current call with a gRPC status (raised inside, turned into ``abort``)."""
+class DraMethod(StrEnum):
+    """The two DRA calls, as metrics label them."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    PREPARE = "prepare"
+    UNPREPARE = "unprepare"
+
+
+class FailureReason(StrEnum):
+    """Why a claim failed in a prepare/unprepare call: a small fixed set, for metric labels."""
+
+    INVALID_REQUEST = "invalid_request"
+    """The kubelet sent a malformed request (empty uid, namespace or name)."""
+    CLAIM = "claim"
+    """The claim cannot be prepared as it is: gone, not allocated here, bad UID or config."""
+    API = "api"
+    """The claim could not be read from the API server."""
+    ALLOCATION = "allocation"
+    """The node-side guard refused it: the DCU has no room (stale claim, scheduler race)."""
+    CHECKPOINT = "checkpoint"
+    """The durable state could not be read or written."""
+    TIMEOUT = "timeout"
+    """The call gave up waiting for the serialization lock before its deadline."""
+    INTERNAL = "internal"
+    """Anything else: writing files failed, or the driver broke."""
+
+
+class _ClaimReadError(ClaimError):
+    """The claim could not be read from the API server (a ``ClaimError`` told apart for metrics)."""
+
+
+def failure_reason(error: BaseException) -> FailureReason:
+    """The metric label of a claim's failure."""
+    if isinstance(error, _ClaimReadError):
+        return FailureReason.API
+    if isinstance(error, AllocationError):
+        return FailureReason.ALLOCATION
+    if isinstance(error, ClaimError | ClaimConfigError):
+        return FailureReason.CLAIM
+    if isinstance(error, CheckpointError):
+        return FailureReason.CHECKPOINT
+    return FailureReason.INTERNAL
+
+
+class CallObserver(Protocol):
+    """Told about every prepare/unprepare call that carries claims (the metrics implement it).
+
+    Called on the call's own thread; must be fast and must not raise.
+    """
+
+    def call_started(self, method: DraMethod) -> None:
+        """A call arrived (before its claims are read or the lock is taken)."""
+
+    def call_finished(
+        self, method: DraMethod, *, duration_s: float, failures: Sequence[FailureReason]
+    ) -> None:
+        """The call ended after ``duration_s``; one reason per claim that failed."""
+
+
+class NoCallObserver:
+    """The default ``CallObserver``: metrics off."""
+
+    def call_started(self, method: DraMethod) -> None:
+        """Ignore the call."""
+
+    def call_finished(
+        self, method: DraMethod, *, duration_s: float, failures: Sequence[FailureReason]
+    ) -> None:
+        """Ignore the call."""
+
+
+class AbortCallError(Exception):
+    """Ends the current call with a gRPC status (raised inside, turned into ``abort``).
+
+    ``reason`` is what the metrics count for each claim of the call.
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        reason: FailureReason = FailureReason.INTERNAL,
+    ) -> None:
         self.code = code
         self.message = message
+        self.reason = reason
         super().__init__(message)
 
 
@@ -205,7 +295,10 @@ _Result = TypeVar("_Result")
 
 
 class DraService:
-    """Prepare and Unprepare, independent of the API version. Thread-safe."""
+    """Prepare and Unprepare, independent of the API version. Thread-safe.
+
+    ``observer`` is told about every call that carries claims; set it before the servers start.
+    """
 
     def __init__(
         self,
@@ -216,8 +309,10 @@ class DraService:
         node_name: str,
         serializer: CallSerializer,
         fetch_workers: int = DEFAULT_FETCH_WORKERS,
+        observer: CallObserver | None = None,
     ) -> None:
         self.plugin = plugin
+        self.observer: CallObserver = observer or NoCallObserver()
         self.get_claim = get_claim
         self.driver = driver
         self.node_name = node_name
@@ -235,6 +330,16 @@ class DraService:
 
         Raises ``AbortCallError`` for a malformed request, a lock timeout or a Plugin failure.
         """
+        with self._observed(DraMethod.PREPARE, requested) as failures:
+            return self._prepare(requested, timeout_s=timeout_s, failures=failures)
+
+    def _prepare(
+        self,
+        requested: Sequence[RequestedClaim],
+        *,
+        timeout_s: float | None,
+        failures: list[FailureReason],
+    ) -> dict[str, PrepareOutcome]:
         started = time.monotonic()
         requested = _validated(requested)
         refs, refused = _checked_refs(requested)
@@ -263,6 +368,7 @@ class DraService:
         for uid in names:  # in request order
             outcome = outcomes[uid]
             if isinstance(outcome, DriverError):
+                failures.append(failure_reason(outcome))
                 log.error("prepare failed: %s", _claim_message(names[uid], outcome))
             else:
                 log.info(
@@ -277,6 +383,16 @@ class DraService:
         self, requested: Sequence[RequestedClaim], *, timeout_s: float | None = None
     ) -> dict[str, DriverError | None]:
         """Unprepare the claims; one outcome (None = done) per distinct requested UID."""
+        with self._observed(DraMethod.UNPREPARE, requested) as failures:
+            return self._unprepare(requested, timeout_s=timeout_s, failures=failures)
+
+    def _unprepare(
+        self,
+        requested: Sequence[RequestedClaim],
+        *,
+        timeout_s: float | None,
+        failures: list[FailureReason],
+    ) -> dict[str, DriverError | None]:
         started = time.monotonic()
         requested = _validated(requested)
         refs, refused = _checked_refs(requested)
@@ -295,8 +411,37 @@ class DraService:
             if outcome is None:
                 log.info("unprepared claim %s in %.0f ms", names[uid], elapsed_ms)
             else:
+                failures.append(failure_reason(outcome))
                 log.error("unprepare failed: %s", _claim_message(names[uid], outcome))
         return {r.uid: _named(names[r.uid], outcomes[r.uid]) for r in requested}
+
+    @contextlib.contextmanager
+    def _observed(
+        self, method: DraMethod, requested: Sequence[RequestedClaim]
+    ) -> Iterator[list[FailureReason]]:
+        """Report the call to the observer; the body appends one reason per failed claim.
+
+        A call that ends in an abort or an unexpected exception failed for every claim in it.
+        """
+        failures: list[FailureReason] = []
+        if not requested:  # the liveness probe's empty calls are not the kubelet's work
+            yield failures
+            return
+        observer = self.observer
+        started = time.monotonic()
+        observer.call_started(method)
+        try:
+            yield failures
+        except AbortCallError as exc:
+            failures[:] = [exc.reason] * len({claim.uid for claim in requested})
+            raise
+        except Exception:
+            failures[:] = [FailureReason.INTERNAL] * len({claim.uid for claim in requested})
+            raise
+        finally:
+            observer.call_finished(
+                method, duration_s=time.monotonic() - started, failures=tuple(failures)
+            )
 
     def _fetch(self, refs: Sequence[ClaimRef]) -> list[Mapping[str, Any] | DriverError]:
         """Read every claim (concurrently when several); a failure becomes its entry."""
@@ -310,7 +455,7 @@ class DraService:
         except NotFound:
             return ClaimError(f"claim {ref}: not found in the API server (deleted?)")
         except DriverError as exc:
-            return ClaimError(f"claim {ref}: cannot read it from the API server: {exc}")
+            return _ClaimReadError(f"claim {ref}: cannot read it from the API server: {exc}")
 
     @contextlib.contextmanager
     def _serialized(self, timeout_s: float | None, started: float) -> Iterator[None]:
@@ -322,6 +467,7 @@ class DraService:
             raise AbortCallError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"gave up waiting for the serialization lock {self.serializer.lock_path}: {exc}",
+                reason=FailureReason.TIMEOUT,
             ) from None
 
     @staticmethod
@@ -331,7 +477,9 @@ class DraService:
             return call(arg)
         except DriverError as exc:
             log.error("%s failed as a whole: %s", what, exc)
-            raise AbortCallError(grpc.StatusCode.INTERNAL, f"{what} failed: {exc}") from None
+            raise AbortCallError(
+                grpc.StatusCode.INTERNAL, f"{what} failed: {exc}", reason=failure_reason(exc)
+            ) from None
         except Exception as exc:
             log.exception("%s failed as a whole with an unexpected error", what)
             raise AbortCallError(
@@ -365,6 +513,7 @@ def _validated(requested: Sequence[RequestedClaim]) -> list[RequestedClaim]:
             raise AbortCallError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"claim #{index} of the request has an empty {', '.join(empty)}",
+                reason=FailureReason.INVALID_REQUEST,
             )
         if claim.uid not in seen:
             seen.add(claim.uid)

@@ -1,0 +1,182 @@
+"""The real daemon's /metrics and liveness endpoints through a prepare/unprepare cycle.
+
+Claims are created in the real API server with the allocation the scheduler would write, and
+prepared over the daemon's DRA socket as the kubelet does (see test_prepare_calls.py); the
+test then scrapes /metrics over HTTP, as Prometheus would, and asks the liveness endpoint, as
+the kubelet's gRPC probe would.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from dra_driver.kube import KubeClient, paths
+from dra_driver.kubeletplugin._pb import dra_v1_pb2, dra_v1_pb2_grpc
+from dra_driver.testing.cluster import ControlPlane
+from dra_driver.testing.waiting import wait_for
+from tests.e2e.test_prepare_calls import K100, Z100_A, Daemon, share, v1_ref
+from tests.e2e.test_publisher import DCU_DRA
+
+pytestmark = pytest.mark.e2e
+
+GIB = 2**30
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class MeteredDaemon(Daemon):
+    """``Daemon`` started with --metrics-addr and --healthcheck-port on free ports."""
+
+    def start(self) -> MeteredDaemon:
+        self.metrics_port, self.health_port = free_port(), free_port()
+        log = (self.base / "plugin.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                DCU_DRA,
+                "kubelet-plugin",
+                "--node-name",
+                self.node,
+                "--root",
+                str(self.root),
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--registrar-dir",
+                str(self.base / "reg"),
+                "--plugin-data-dir",
+                str(self.data),
+                "--cdi-dir",
+                str(self.cdi),
+                "--boot-id-file",
+                str(self.boot_id),
+                "--metrics-addr",
+                f"127.0.0.1:{self.metrics_port}",
+                "--healthcheck-port",
+                str(self.health_port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        process, registration = self.process, self.base / "reg" / "dcu.hygon.com-reg.sock"
+        wait_for(
+            lambda: process.poll() is not None or registration.exists(),
+            timeout_s=30,
+            description="the plugin's registration socket",
+        )
+        assert process.poll() is None, (self.base / "plugin.log").read_text()
+        return self
+
+    def scrape(self) -> Samples:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def liveness(self) -> int:
+        with grpc.insecure_channel(f"127.0.0.1:{self.health_port}") as channel:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="liveness"), timeout=10
+            )
+        return int(response.status)
+
+
+@pytest.fixture
+def daemon(control_plane: ControlPlane) -> Iterator[MeteredDaemon]:
+    base = Path(tempfile.mkdtemp(prefix="dm-", dir="/tmp"))
+    started = MeteredDaemon(control_plane, base, None)
+    try:
+        yield started.start()
+    finally:
+        if started.process is not None and started.process.poll() is None:
+            started.process.kill()
+            started.process.wait(timeout=20)
+        started.kube.delete(paths.nodes(started.node))
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def one(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def test_metrics_and_liveness_through_a_prepare_unprepare_cycle(
+    daemon: MeteredDaemon, kube: KubeClient, namespace: str
+) -> None:
+    assert daemon.liveness() == health_pb2.HealthCheckResponse.SERVING
+    before = daemon.scrape()
+    assert one(before, "dcu_dra_device_capacity_cores", device=K100) == 120
+    assert one(before, "dcu_dra_device_allocated_cores", device=Z100_A) == 0
+    assert not [name for name, _ in before if name.endswith("_created")]
+
+    quarter = daemon.allocated_claim(namespace, [share("dcu", Z100_A, 15, "4Gi")])
+    half = daemon.allocated_claim(namespace, [share("dcu", K100, 60, "32Gi")])
+    missing = dra_v1_pb2.Claim(namespace=namespace, name="gone", uid=str(uuid.uuid4()))
+    with daemon.channel() as channel:
+        stub = dra_v1_pb2_grpc.DRAPluginStub(channel)
+        for ref in (v1_ref(quarter), v1_ref(half)):
+            response = stub.NodePrepareResources(
+                dra_v1_pb2.NodePrepareResourcesRequest(claims=[ref]), timeout=45
+            )
+            assert response.claims[ref.uid].error == ""
+        failed = stub.NodePrepareResources(
+            dra_v1_pb2.NodePrepareResourcesRequest(claims=[missing]), timeout=45
+        )
+        assert "not found" in failed.claims[missing.uid].error
+
+        # The probe's own empty NodePrepareResources call is not counted.
+        assert daemon.liveness() == health_pb2.HealthCheckResponse.SERVING
+        during = daemon.scrape()
+        assert one(during, "dcu_dra_prepare_requests_total") == 3
+        assert one(during, "dcu_dra_prepare_duration_seconds_count") == 3
+        assert one(during, "dcu_dra_prepare_duration_seconds_bucket", le="+Inf") == 3
+        assert one(during, "dcu_dra_prepare_errors_total", reason="claim") == 1
+        assert one(during, "dcu_dra_prepare_errors_total", reason="allocation") == 0
+        assert one(during, "dcu_dra_requests_in_flight", method="prepare") == 0
+        # Two writes per fresh claim: the plan, then "completed".
+        assert one(during, "dcu_dra_checkpoint_write_duration_seconds_count") >= 4
+        assert one(during, "dcu_dra_device_allocated_cores", device=Z100_A) == 15
+        assert one(during, "dcu_dra_device_allocated_memory_bytes", device=Z100_A) == 4 * GIB
+        assert one(during, "dcu_dra_device_shares", device=Z100_A) == 1
+        assert one(during, "dcu_dra_device_allocated_cores", device=K100) == 60
+        assert one(during, "dcu_dra_device_allocated_memory_bytes", device=K100) == 32 * GIB
+        assert one(during, "dcu_dra_publish_errors_total", reason="rejected") == 0
+
+        done = stub.NodeUnprepareResources(
+            dra_v1_pb2.NodeUnprepareResourcesRequest(claims=[v1_ref(quarter), v1_ref(half)]),
+            timeout=45,
+        )
+        assert [c.error for c in done.claims.values()] == ["", ""]
+
+    after = daemon.scrape()
+    assert one(after, "dcu_dra_unprepare_requests_total") == 1
+    assert one(after, "dcu_dra_unprepare_duration_seconds_count") == 1
+    assert sum(v for (name, _), v in after.items() if name == "dcu_dra_unprepare_errors_total") == 0
+    for device in (Z100_A, K100):
+        assert one(after, "dcu_dra_device_allocated_cores", device=device) == 0
+        assert one(after, "dcu_dra_device_allocated_memory_bytes", device=device) == 0
+        assert one(after, "dcu_dra_device_shares", device=device) == 0
+
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(timeout=30) == 0
