@@ -200,6 +200,20 @@ class DcuPlugin:
             if state != loaded or not self._paths.checkpoint.exists():
                 self._save(state)
 
+    # --- read-only views for claim status and orphan cleanup --------------------------------
+
+    def prepared_claims(self) -> dict[ClaimUID, ClaimEntry]:
+        """The claims in the checkpoint, read now (so another instance's work is included).
+
+        Takes no lock: the checkpoint is only ever replaced by an atomic rename, so a reader
+        sees either the old or the new file whole. Raises ``CheckpointError``.
+        """
+        return dict(self._load().claims)
+
+    def vdev_dir(self, uid: ClaimUID) -> Path:
+        """Where the claim's vdev files are (or would be)."""
+        return self._vdev_dir(uid)
+
     # --- planning (pure apart from reading the inventory) -----------------------------------
 
     def _plan_or_reuse(self, state: Checkpoint, claim: Claim) -> tuple[ClaimEntry, bool]:
@@ -519,6 +533,32 @@ class DcuPlugin:
     def _save(self, state: Checkpoint) -> None:
         checkpoint.save(self._paths.checkpoint, state)
 
+    # --- read-only view for metrics -----------------------------------------------------------
+
+    def device_usage(self) -> dict[DeviceName, DeviceUsage]:
+        """What live claims hold of each DCU, from the checkpoint as it is now (for metrics).
+
+        Every DCU of the inventory has an entry, zero when idle. Claims still being prepared
+        count (their CUs are taken); admin-access shares do not (they take no capacity). Takes
+        no lock: the checkpoint is only ever replaced by an atomic rename, so this never waits
+        for a prepare. Raises ``CheckpointError``.
+        """
+        usage = {dcu.name: DeviceUsage() for dcu in self.inventory.devices}
+        for entry in self._load().claims.values():
+            for share in entry.shares:
+                dcu = self.inventory.by_name(share.device)
+                if dcu is None or not share.counts_against_capacity:
+                    continue
+                held = usage[dcu.name]
+                usage[dcu.name] = DeviceUsage(
+                    cores=held.cores + share.cores,
+                    # A whole DCU holds all its bytes, which need not be whole MiB.
+                    memory_bytes=held.memory_bytes
+                    + (dcu.memory_bytes if share.whole_device else share.memory_mib * MIB),
+                    shares=held.shares + 1,
+                )
+        return usage
+
 
 def read_boot_id(path: Path = BOOT_ID_FILE) -> str:
     """Return this boot's id (the kernel's random boot_id)."""
@@ -549,3 +589,14 @@ def _is_whole(dcu: DcuDevice, share: AllocatedShare) -> bool:
 
 def _cdi_device_name(uid: ClaimUID, device: str, share_id: str | None) -> str:
     return f"{uid}-{device}" if share_id is None else f"{uid}-{device}-{share_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceUsage:
+    """What the live claims of this node hold of one DCU (``DcuPlugin.device_usage``)."""
+
+    cores: int = 0
+    """CUs held: a vDCU's CU count, all of a whole DCU's."""
+    memory_bytes: int = 0
+    shares: int = 0
+    """Live allocations of the DCU: vDCUs plus whole-device allocations."""

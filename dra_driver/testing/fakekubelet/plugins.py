@@ -30,6 +30,7 @@ from dra_driver.kubeletplugin._pb import (
     pluginregistration_pb2,
     pluginregistration_pb2_grpc,
 )
+from dra_driver.testing.fakekubelet.health import HealthWatcher
 from dra_driver.testing.fakekubelet.model import (
     DRA_V1,
     DRA_V1BETA1,
@@ -140,6 +141,7 @@ class PluginManager:
         wipe_driver: Callable[[str], None],
         poll_interval_s: float = 0.2,
         registration_timeout_s: float = 5.0,
+        health: HealthWatcher | None = None,
     ) -> None:
         self.registry_dir = registry_dir
         self.call_timeout_s = call_timeout_s
@@ -148,6 +150,8 @@ class PluginManager:
         self._wipe_driver = wipe_driver
         self.poll_interval_s = poll_interval_s
         self.registration_timeout_s = registration_timeout_s
+        #: Opens the health stream of every registered plugin (§3.2); None: gate off.
+        self.health = health
         self._lock = threading.Lock()
         self._sockets: dict[str, _Socket] = {}
         self._connections: dict[str, _Connection] = {}
@@ -170,6 +174,8 @@ class PluginManager:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        if self.health is not None:
+            self.health.stop()
         with self._lock:
             connections = list(self._connections.values())
             self._connections.clear()
@@ -327,6 +333,10 @@ class PluginManager:
             if connection is None:
                 connection = self._connections[info.endpoint] = _Connection(info.endpoint)
             connection.users += 1
+            if self.health is not None:
+                self.health.watch(
+                    driver=info.name, endpoint=info.endpoint, channel=connection.channel
+                )
             return registration
 
     def _forget_socket(self, path: str, now: float) -> None:
@@ -341,6 +351,8 @@ class PluginManager:
             connection.users -= 1
             if connection.users <= 0:
                 del self._connections[registration.endpoint]
+                if self.health is not None:
+                    self.health.unwatch(registration.endpoint)
                 connection.close()
         if not any(
             s.registration and s.registration.driver == registration.driver
