@@ -43,6 +43,35 @@ def _env_int(name: str, default: int) -> int:
         ) from None
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise SystemExit(
+        f"dcu-dra: error: environment variable {name}={value!r} is not a boolean (true or false)"
+    )
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise SystemExit(
+            f"dcu-dra: error: environment variable {name}={value!r} is not a number"
+        ) from None
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors are one line naming the problem and where to look, then exit 2."""
 
@@ -124,7 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="Device nodes as character devices (needs root), plain files, or auto.",
     )
+    add_mock_fault(mock_sub)
     add_kubelet_plugin(sub)
+    add_verify(sub)
+    add_convert(sub)
     return parser
 
 
@@ -199,11 +231,102 @@ def add_kubelet_plugin(sub: argparse._SubParsersAction[_Parser]) -> None:
         default=_env_path("BOOT_ID_FILE", Path("/proc/sys/kernel/random/boot_id")),
         help=argparse.SUPPRESS,  # tests simulate a reboot by changing the boot id
     )
+    add_operations_flags(plugin)
+    add_health_flags(plugin)
+    add_endpoint_flags(plugin)
     plugin.add_argument(
         "--log-format",
         choices=("text", "json"),
         default=env("LOG_FORMAT", "text"),
         help="Log as text or JSON lines (env LOG_FORMAT; default text).",
+    )
+
+
+def add_operations_flags(plugin: argparse.ArgumentParser) -> None:
+    """Rolling updates, claim status and orphan cleanup (issue 7 items 4-6)."""
+    from dra_driver.config import DEFAULT_ORPHAN_INTERVAL_S
+
+    env = os.environ.get
+    plugin.add_argument(
+        "--rolling-update",
+        action=argparse.BooleanOptionalAction,
+        default=_env_bool("ROLLING_UPDATE", False),
+        help="Name the sockets after --pod-uid so an old and a new instance can serve side by "
+        "side during a DaemonSet rolling update (env ROLLING_UPDATE; default false).",
+    )
+    plugin.add_argument(
+        "--pod-uid",
+        default=env("POD_UID") or None,
+        help="UID of this plugin's pod, needed by --rolling-update (env POD_UID; from the "
+        "downward API metadata.uid).",
+    )
+    plugin.add_argument(
+        "--claim-status",
+        action=argparse.BooleanOptionalAction,
+        default=_env_bool("CLAIM_STATUS", False),
+        help="Write status.devices (CUs, CU mask, pipe id, memory, vdev file) of prepared "
+        "claims (env CLAIM_STATUS; default false).",
+    )
+    plugin.add_argument(
+        "--orphan-interval",
+        type=float,
+        default=_env_float("ORPHAN_INTERVAL", DEFAULT_ORPHAN_INTERVAL_S),
+        metavar="SECONDS",
+        help="Unprepare prepared claims whose ResourceClaim is gone, at start and this often; "
+        f"0 = off (env ORPHAN_INTERVAL; default {DEFAULT_ORPHAN_INTERVAL_S:g}).",
+    )
+
+
+def add_mock_fault(mock_sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``mock fault``: make a mock DCU look lost, or recover it (issue 7 item 1)."""
+    fault = mock_sub.add_parser("fault", help="Make a mock DCU look lost, or recover it.")
+    fault.add_argument("--root", type=Path, required=True, help="The mock node's directory.")
+    fault.add_argument(
+        "--device",
+        type=int,
+        required=True,
+        metavar="N",
+        help="DCU number, in PCI order as 'dcu-dra devices' prints it.",
+    )
+    fault.add_argument(
+        "--kind",
+        choices=("lost", "recover"),
+        required=True,
+        help="lost: remove its device nodes and KFD topology node, config space reads all ones;"
+        " recover: restore exactly what lost removed.",
+    )
+
+
+def add_health_flags(plugin: argparse.ArgumentParser) -> None:
+    """Device health checks (issue 7 item 1)."""
+    from dra_driver.health import DEFAULT_CHECK_INTERVAL_S
+
+    plugin.add_argument(
+        "--health-interval",
+        type=float,
+        default=_env_float("HEALTH_INTERVAL", DEFAULT_CHECK_INTERVAL_S),
+        metavar="SECONDS",
+        help="How often device health is checked; unhealthy DCUs are tainted (env "
+        f"HEALTH_INTERVAL; default {DEFAULT_CHECK_INTERVAL_S:g}).",
+    )
+
+
+def add_endpoint_flags(plugin: argparse.ArgumentParser) -> None:
+    """The Prometheus and liveness endpoints (issue 7 items 2-3); both off by default."""
+    plugin.add_argument(
+        "--metrics-addr",
+        default=os.environ.get("METRICS_ADDR", ""),
+        metavar="HOST:PORT",
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics (:PORT = every interface; "
+        "env METRICS_ADDR; default empty = off).",
+    )
+    plugin.add_argument(
+        "--healthcheck-port",
+        type=int,
+        default=_env_int("HEALTHCHECK_PORT", 0),
+        metavar="PORT",
+        help="Serve the gRPC liveness check (grpc.health.v1, service 'liveness') on this TCP "
+        "port on every interface (env HEALTHCHECK_PORT; default 0 = off; the chart uses 51515).",
     )
 
 
@@ -225,6 +348,13 @@ def run_kubelet_plugin(args: argparse.Namespace, parser: argparse.ArgumentParser
         sharing=Sharing(args.sharing),
         max_vdevices=args.max_vdevices,
         boot_id_file=args.boot_id_file,
+        rolling_update=args.rolling_update,
+        pod_uid=args.pod_uid,
+        claim_status=args.claim_status,
+        orphan_interval_s=args.orphan_interval,
+        health_interval_s=args.health_interval,
+        metrics_addr=args.metrics_addr,
+        healthcheck_port=args.healthcheck_port,
     )
     try:
         config.validate()
@@ -232,6 +362,134 @@ def run_kubelet_plugin(args: argparse.Namespace, parser: argparse.ArgumentParser
         parser.exit(2, f"dcu-dra kubelet-plugin: error: {exc}\n")
     logs.configure(verbosity=args.verbose, log_format=args.log_format)
     return daemon.run(config, started_at=started_at)
+
+
+def add_verify(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``dcu-dra verify``: run inside a container to check the DCU share it got."""
+    from dra_driver.verify import DEFAULT_DEV_DIR, DEFAULT_SYS_DIR, DEFAULT_VDEV_DIR
+
+    verify = sub.add_parser(
+        "verify",
+        help="Inside a container: check its vdev files and DCU device nodes; exit 1 on problems.",
+    )
+    verify.add_argument(
+        "--vdev-dir",
+        type=Path,
+        default=DEFAULT_VDEV_DIR,
+        help=f"Where the DCU runtime reads vdev<N>.conf files (default {DEFAULT_VDEV_DIR}); "
+        "none there means a whole-card container.",
+    )
+    verify.add_argument(
+        "--dev-dir",
+        type=Path,
+        default=DEFAULT_DEV_DIR,
+        help=f"The container's device directory (default {DEFAULT_DEV_DIR}).",
+    )
+    verify.add_argument(
+        "--sys-dir",
+        type=Path,
+        default=DEFAULT_SYS_DIR,
+        help=f"sysfs, to map cards to DRM nodes and read their CU counts (default "
+        f"{DEFAULT_SYS_DIR}; when missing, render nodes are counted instead).",
+    )
+    verify.add_argument("--json", action="store_true", help="Print JSON instead of text.")
+    verify.add_argument(
+        "--allow-plain-files",
+        action="store_true",
+        help="Accept regular files as device nodes (a mock node made without root).",
+    )
+
+
+def run_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Print the verification report; 0 when every check passes, 1 otherwise."""
+    import json
+
+    from dra_driver import verify
+
+    if not args.dev_dir.is_dir():
+        parser.exit(
+            2,
+            f"dcu-dra verify: error: --dev-dir {args.dev_dir} is not a directory "
+            "(see 'dcu-dra verify --help')\n",
+        )
+    report = verify.verify(
+        args.vdev_dir, args.dev_dir, args.sys_dir, allow_plain_files=args.allow_plain_files
+    )
+    if args.json:
+        json.dump(verify.report_document(report), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(verify.format_report(report))
+    return 0 if report.ok else 1
+
+
+def add_convert(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``dcu-dra convert``: HAMi DCU manifests to this driver's DRA claims (a user tool)."""
+    convert = sub.add_parser(
+        "convert",
+        help="Turn HAMi DCU workloads (hygon.com/dcunum, dcumem, dcucores) into DRA claims.",
+        description="Print the DRA equivalent of the HAMi manifests in FILE as multi-document "
+        "YAML: a ResourceClaimTemplate per DCU container, then the workload using it. "
+        "Documents that ask for no DCU pass through unchanged; warnings go to stderr.",
+    )
+    convert.add_argument(
+        "file", metavar="FILE", help="YAML file with one or more manifests ('-' for stdin)."
+    )
+    size = convert.add_mutually_exclusive_group()
+    size.add_argument(
+        "--compute-units",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Compute units of one DCU, to turn hygon.com/dcucores percentages into CUs "
+        "(the computeUnits column of `dcu-dra devices`; default: none, shares then fail).",
+    )
+    size.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help="DCU model (K100, K100_AI, K100_LC_AI, K100_LC_E_AI, Z100, Z100L): its CU count "
+        "converts percentages, and shares are kept on that model (default: none).",
+    )
+    convert.add_argument(
+        "--namespace",
+        default=None,
+        metavar="NS",
+        help="Namespace for converted workloads (and their claim templates) that have none "
+        "(default: leave them without one).",
+    )
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Print the converted manifests; 0 on success, 1 on bad input, 2 on bad flags."""
+    from dra_driver import convert
+
+    try:
+        options = convert.ConvertOptions(
+            compute_units=args.compute_units, model=args.model, namespace=args.namespace
+        )
+    except DriverError as exc:
+        sys.stderr.write(f"dcu-dra convert: error: {exc} (see 'dcu-dra convert --help')\n")
+        return 2
+    try:
+        if args.file == "-":
+            text, source = sys.stdin.read(), "<stdin>"
+        else:
+            text, source = Path(args.file).read_text(encoding="utf-8"), args.file
+        result = convert.convert_text(text, options, source=source)
+    except DriverError as exc:
+        sys.stderr.write(f"dcu-dra: error: {exc}\n")
+        return 1
+    except UnicodeDecodeError:
+        sys.stderr.write(f"dcu-dra: error: {args.file}: not UTF-8 text\n")
+        return 1
+    except OSError as exc:
+        sys.stderr.write(f"dcu-dra: error: {args.file}: {exc.strerror or exc}\n")
+        return 1
+    for warning in result.warnings:
+        sys.stderr.write(f"dcu-dra convert: warning: {warning}\n")
+    sys.stdout.write(convert.dump_documents(result.documents))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -245,6 +503,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Logging is configured by now: the one line goes where operators read logs.
             logging.getLogger("dra_driver").error("cannot run: %s", exc)
             return 1
+    if args.command == "verify":
+        return run_verify(args, parser)
+    if args.command == "convert":
+        return run_convert(args)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -273,6 +535,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 device_nodes=args.device_nodes,
                 out=out,
             )
+        if args.command == "mock" and args.mock_command == "fault":
+            from dra_driver.mock.fault import fault_command
+
+            return fault_command(root=args.root, device=args.device, kind=args.kind, out=out)
     except DriverError as exc:
         err.write(f"dcu-dra: error: {exc}\n")
         return 1

@@ -14,17 +14,24 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import FrameType
+from typing import Protocol, runtime_checkable
 
+from dra_driver.checkpoint import ClaimEntry
+from dra_driver.claimstatus import ClaimStatusReporter, StatusReportingPlugin
 from dra_driver.config import PluginConfig
 from dra_driver.devices import Inventory, discover
 from dra_driver.driver import Plugin
 from dra_driver.fsutil import PRIVATE_DIR_MODE, PUBLIC_DIR_MODE, ensure_directory
+from dra_driver.health import DeviceHealth, HealthBoard, HealthMonitor
 from dra_driver.kube.client import KubeClient
 from dra_driver.kubeletplugin.plugin_server import KubeletPluginServer, claim_getter
+from dra_driver.model import ClaimUID
+from dra_driver.orphans import OrphanCleaner
 from dra_driver.publisher import SlicePublisher
-from dra_driver.slices import build_pool
+from dra_driver.slices import build_pool, health_taints
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +68,160 @@ def make_client(config: PluginConfig) -> KubeClient:
     if config.kubeconfig is not None:
         return KubeClient.from_kubeconfig(config.kubeconfig, user_agent="dcu-dra-kubelet-plugin")
     return KubeClient.in_cluster(user_agent="dcu-dra-kubelet-plugin")
+
+
+@runtime_checkable
+class StateViews(Protocol):
+    """The read-only views of the core that claim status and orphan cleanup need."""
+
+    def prepared_claims(self) -> Mapping[ClaimUID, ClaimEntry]:
+        """The checkpoint's claims, read now."""
+        ...
+
+    def vdev_dir(self, uid: ClaimUID) -> Path:
+        """Where a claim's vdev files are."""
+        ...
+
+
+def with_claim_status(
+    config: PluginConfig, client: KubeClient, plugin: Plugin, inventory: Inventory
+) -> tuple[Plugin, ClaimStatusReporter | None]:
+    """With ``--claim-status``: the plugin to serve, wrapped to report claim status.
+
+    The reporter is returned unstarted; without the flag (or for a core without state views)
+    the plugin is returned as it is.
+    """
+    if not config.claim_status:
+        return plugin, None
+    if not isinstance(plugin, StateViews):
+        logger.warning("--claim-status: this driver core keeps no checkpoint; no status written")
+        return plugin, None
+    reporter = ClaimStatusReporter(
+        client=client,
+        driver=config.driver_name,
+        pool=config.node_name,
+        prepared_claims=plugin.prepared_claims,
+        vdev_dir=plugin.vdev_dir,
+        pci_bus_ids={d.name: d.pci_bus_id for d in inventory.devices},
+    )
+    return StatusReportingPlugin(plugin, reporter), reporter
+
+
+def orphan_cleaner(
+    config: PluginConfig, client: KubeClient, *, views: Plugin, served: Plugin
+) -> OrphanCleaner | None:
+    """The orphan cleanup (unstarted) unless ``--orphan-interval 0``.
+
+    ``views`` is the core (it reads the checkpoint), ``served`` what the kubelet calls, so an
+    orphan is unprepared exactly as NodeUnprepareResources would (claim status included).
+    """
+    if config.orphan_interval_s <= 0:
+        return None
+    if not isinstance(views, StateViews):
+        logger.warning("orphan cleanup: this driver core keeps no checkpoint; cleanup is off")
+        return None
+    return OrphanCleaner(
+        prepared_claims=views.prepared_claims,
+        get_claim=claim_getter(client),
+        unprepare=served.unprepare_claims,
+        interval_s=config.orphan_interval_s,
+    )
+
+
+def start_health_monitor(
+    config: PluginConfig, inventory: Inventory, board: HealthBoard, publisher: SlicePublisher
+) -> HealthMonitor:
+    """Check device health now and every ``--health-interval`` (issue 7 item 1).
+
+    Each check feeds ``board`` (the kubelet's health stream); a changed verdict re-publishes
+    the pool, with a ``dcu.hygon.com/unhealthy`` NoSchedule taint on every unhealthy DCU (and
+    none on a recovered one). Call before ``publisher.start()`` so a DCU that is already
+    unhealthy is never published untainted.
+    """
+
+    def publish_taints(devices: tuple[DeviceHealth, ...]) -> None:
+        publisher.update(
+            build_pool(
+                inventory,
+                driver=config.driver_name,
+                node_name=config.node_name,
+                sharing=config.sharing,
+                taints=health_taints(devices),
+            )
+        )
+
+    monitor = HealthMonitor(
+        inventory, board=board, interval_s=config.health_interval_s, listeners=[publish_taints]
+    )
+    monitor.start()
+    return monitor
+
+
+def start_endpoints(
+    config: PluginConfig,
+    *,
+    plugin: Plugin,
+    inventory: Inventory,
+    servers: KubeletPluginServer,
+    publisher: SlicePublisher,
+    stopping: threading.Event,
+) -> Callable[[], None]:
+    """Start the metrics and liveness endpoints their flags ask for (issue 7 items 2-3).
+
+    Returns the function that stops them. Call before ``servers.start()`` and
+    ``publisher.start()``, so no call and no publish failure goes uncounted. Liveness answers
+    NOT_SERVING as soon as ``stopping`` is set (the first step of a graceful shutdown); metrics
+    stay up until the end, so the drain can be watched. Their libraries are imported only when
+    a flag is set, so a daemon without them starts as fast as before. Raises ``DriverError``
+    when an endpoint cannot listen.
+    """
+    stops: list[Callable[[], None]] = []
+
+    def stop_all() -> None:
+        for stop_one in reversed(stops):
+            stop_one()
+
+    try:
+        if config.metrics_addr:
+            from prometheus_client import disable_created_metrics
+
+            from dra_driver import metrics
+            from dra_driver.config import parse_listen_address
+            from dra_driver.state import DcuPlugin
+
+            # A "<counter>_created" timestamp series beside every counter and histogram only
+            # doubles what Prometheus stores; the switch is process-wide, which is fine here.
+            disable_created_metrics()  # type: ignore[no-untyped-call]
+            host, port = parse_listen_address(config.metrics_addr, flag="--metrics-addr")
+            core = plugin if isinstance(plugin, DcuPlugin) else None  # tests may run a fake
+            driver_metrics = metrics.DriverMetrics(
+                devices=inventory.devices,
+                read_usage=core.device_usage if core is not None else None,
+            )
+            servers.service.observer = driver_metrics
+            metrics.observe_publish_errors(publisher, driver_metrics)
+            if core is not None:
+                metrics.observe_checkpoint_writes(core, driver_metrics)
+            metrics_server = metrics.MetricsServer(driver_metrics, host=host, port=port)
+            metrics_server.start()
+            stops.append(metrics_server.stop)
+        if config.healthcheck_port:
+            from dra_driver.kubeletplugin.liveness import LivenessServer, LivenessServicer
+
+            liveness = LivenessServer(
+                LivenessServicer(
+                    registration_socket=servers.registration_socket,
+                    dra_socket=servers.dra_socket,
+                    shutting_down=stopping,
+                ),
+                port=config.healthcheck_port,
+            )
+            liveness.start()
+            stops.append(liveness.stop)
+    except BaseException:
+        stop_all()
+        raise
+    return stop_all
 
 
 def run(
@@ -105,21 +266,26 @@ def run(
     )
     plugin = plugin_factory(inventory, config)
     client = make_client(config)
+    served, reporter = with_claim_status(config, client, plugin, inventory)
+    health = HealthBoard()
     try:
         servers = KubeletPluginServer(
             driver_name=config.driver_name,
             node_name=config.node_name,
             registrar_dir=config.registrar_dir,
             data_dir=config.data_dir,
-            plugin=plugin,
+            plugin=served,
             get_claim=claim_getter(client),
             # The core (state.DcuPlugin) holds <data dir>/serialize.lock during every call;
             # flock is per open file, so holding it here as well would deadlock.
             lock_across_processes=False,
+            pod_uid=config.pod_uid if config.rolling_update else None,
+            health=health,
         )
     except BaseException:
         client.close()
         raise
+    cleaner = orphan_cleaner(config, client, views=plugin, served=served)
     announced = threading.Event()
 
     def on_synced() -> None:
@@ -132,7 +298,24 @@ def run(
             )
 
     publisher = SlicePublisher(client, pool, on_synced=on_synced)
+    try:
+        stop_endpoints = start_endpoints(
+            config,
+            plugin=plugin,
+            inventory=inventory,
+            servers=servers,
+            publisher=publisher,
+            stopping=stop,
+        )
+    except BaseException:
+        client.close()
+        raise
+    monitor = start_health_monitor(config, inventory, health, publisher)
     publisher.start()
+    if reporter is not None:
+        reporter.start()
+    if cleaner is not None:
+        cleaner.start()  # its first round runs at once: "at start, after recovery"
     try:
         servers.start()
         try:
@@ -144,6 +327,12 @@ def run(
             )
             servers.stop(SHUTDOWN_GRACE_S)
     finally:
+        stop_endpoints()
+        if cleaner is not None:
+            cleaner.stop()
+        if reporter is not None:
+            reporter.stop()
+        monitor.stop()
         publisher.stop()
         client.close()
         logger.info("stopped; ResourceSlices stay published for the next instance")
