@@ -28,6 +28,7 @@ import yaml
 from dra_driver import cli
 from dra_driver.devices import HYGON_VENDOR_ID, discover
 from dra_driver.kube import ApiError, KubeClient, paths
+from dra_driver.kubeletplugin.liveness import CHECKED_SERVICES, PROBE_TIMEOUT_S
 from dra_driver.mock import DEFAULT_CONFIG, MockConfig, parse_config
 from dra_driver.testing.cluster import (
     ControlPlane,
@@ -79,6 +80,12 @@ PLUGIN_ENV = frozenset(
         "SHARING",
         "MAX_VDEVICES",
         "LOG_FORMAT",
+        "ROLLING_UPDATE",
+        "CLAIM_STATUS",
+        "ORPHAN_INTERVAL",
+        "HEALTH_INTERVAL",
+        "METRICS_ADDR",
+        "HEALTHCHECK_PORT",
     }
 )
 
@@ -459,6 +466,52 @@ def test_plugin_env_is_what_the_cli_reads(
     assert args.sharing == env["SHARING"]
     assert args.max_vdevices == int(env["MAX_VDEVICES"])
     assert args.log_format == env["LOG_FORMAT"]
+    # The operations the chart turns on (the CLI's defaults are all off, for tests).
+    assert args.rolling_update is True
+    assert args.claim_status is True
+    assert args.orphan_interval == 60
+    assert args.health_interval == 5
+    assert args.metrics_addr == ":8080"
+    assert args.healthcheck_port == 51515
+
+
+def test_operations_can_be_turned_off(chart: Chart) -> None:
+    objects = chart.template(
+        "--set",
+        "rollingUpdate=false",
+        "--set",
+        "claimStatus=false",
+        "--set",
+        "metrics.enabled=false",
+        "--set",
+        "livenessProbe.enabled=false",
+    )
+    container = plugin_container(objects)
+    env = env_of(container)
+    assert env["ROLLING_UPDATE"] == "false"
+    assert env["CLAIM_STATUS"] == "false"
+    assert "METRICS_ADDR" not in env
+    assert "HEALTHCHECK_PORT" not in env
+    assert "livenessProbe" not in container
+    assert "ports" not in container
+    assert "prometheus.io/scrape" not in (
+        find(objects, "DaemonSet")["spec"]["template"]["metadata"].get("annotations") or {}
+    )
+
+
+def test_liveness_probe_asks_the_plugins_grpc_health_endpoint(chart: Chart) -> None:
+    objects = render(chart, "default")
+    container = plugin_container(objects)
+    probe = container["livenessProbe"]
+    # The service name the liveness endpoint answers for (the others get NOT_FOUND).
+    assert probe["grpc"] == {"port": 51515, "service": "liveness"}
+    assert "liveness" in CHECKED_SERVICES
+    assert probe["timeoutSeconds"] > 2 * PROBE_TIMEOUT_S  # both socket checks fit
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 8080, "healthz": 51515}
+    annotations = find(objects, "DaemonSet")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "8080"
+    assert annotations["prometheus.io/scrape"] == "true"
 
 
 def test_plugin_mounts_host_paths_at_the_same_paths(chart: Chart) -> None:
@@ -633,10 +686,8 @@ def test_mock_pods_roll_when_the_mock_config_changes(chart: Chart) -> None:
         "--set", "mock.enabled=true", "--set-json", "mock.config=" + json.dumps(one_card)
     )
     assert checksum(render(chart, "mock")) != checksum(changed)
-    assert (
-        "annotations"
-        not in find(render(chart, "default"), "DaemonSet")["spec"]["template"]["metadata"]
-    )
+    default_metadata = find(render(chart, "default"), "DaemonSet")["spec"]["template"]["metadata"]
+    assert "checksum/mock-config" not in default_metadata.get("annotations", {})
 
 
 # --- bad values ---------------------------------------------------------------------------
@@ -660,6 +711,9 @@ SCHEMA_ERROR = "values don't meet the specifications of the schema(s)"
         (("--set", "image.pullPolicy=Sometimes"), "at '/image/pullPolicy': value must be one of"),
         (("--set", "terminationGracePeriodSeconds=-1"), "at '/terminationGracePeriodSeconds'"),
         (("--set", "bogus=1"), "at '': additional properties 'bogus' not allowed"),
+        (("--set", "healthIntervalSeconds=30"), "at '/healthIntervalSeconds': maximum"),
+        (("--set", "orphanIntervalSeconds=-1"), "at '/orphanIntervalSeconds': minimum"),
+        (("--set", "metrics.port=0"), "at '/metrics/port': minimum"),
         (("--set-json", 'mock.config={"devices":[]}'), "at '/mock/config/devices': minItems"),
         (
             (
@@ -689,6 +743,9 @@ SCHEMA_ERROR = "values don't meet the specifications of the schema(s)"
         "pull-policy",
         "negative-grace-period",
         "unknown-key",
+        "slow-health-checks",
+        "negative-orphan-interval",
+        "metrics-port-zero",
         "no-mock-devices",
         "mock-bus-id",
         "mock-device-without-model",
@@ -719,12 +776,17 @@ def test_schema_rejects_bad_values(chart: Chart, args: tuple[str, ...], message:
             ("--set", "mock.enabled=true", "--set", "mock.root=/dev/mock"),
             "mock.root is /dev/mock, inside /dev.\n",
         ),
+        (
+            ("--set", "metrics.port=51515"),
+            "metrics.port and livenessProbe.port are both 51515",
+        ),
     ],
     ids=[
         "service-account-without-name",
         "short-grace-period",
         "mock-in-kubelet-dir",
         "mock-in-dev",
+        "port-clash",
     ],
 )
 def test_validation_fails_with_what_to_do(
