@@ -178,12 +178,29 @@ def plugin_kubeconfig(
     return path, pod_name
 
 
+def wait_for_settled_namespace(kube: KubeClient, name: str) -> None:
+    """Wait until namespace ``name`` is Active or gone (not Terminating)."""
+
+    def settled() -> bool:
+        try:
+            namespace = kube.get(paths.namespaces(name))
+        except NotFound:
+            return True
+        return bool(namespace.get("status", {}).get("phase") != "Terminating")
+
+    wait_for(settled, timeout_s=120, description=f"namespace {name} to finish terminating")
+
+
 @pytest.fixture(scope="module")
 def plugin_rbac(control_plane: ControlPlane) -> Iterator[None]:
     """deploy/rbac.yaml's ServiceAccount and ClusterRole(Binding) (created for this module)."""
     kube = control_plane.client
     created: list[dict[str, Any]] = []
     for doc in load_yaml((DEPLOY_DIR / "rbac.yaml").read_text()):
+        if doc["kind"] == "Namespace":
+            # An earlier module may have deleted it: nothing can be created in it until the
+            # namespace controller has finished, so wait for it to be gone or still active.
+            wait_for_settled_namespace(kube, doc["metadata"]["name"])
         try:
             created.append(kube.create(paths.collection_path(doc), doc))
         except AlreadyExists:

@@ -87,7 +87,11 @@ def test_daemon_registers_and_deregisters_on_sigterm(
             "v1.DRAResourceHealth",
             "v1alpha1.DRAResourceHealth",
         )
-        (attempt,) = kubelet.registration_attempts()
+        # The kubelet registers a plugin before it sends NotifyRegistrationStatus; the attempt
+        # is recorded once that answer is in, a moment after the plugin shows as registered.
+        (attempt,) = wait_for(
+            kubelet.registration_attempts, timeout_s=10, description="the registration attempt"
+        )
         assert attempt.accepted and attempt.error is None
         wait_for(
             lambda: "registered with the kubelet as DRA driver" in log.read_text(),
