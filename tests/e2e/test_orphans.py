@@ -32,6 +32,8 @@ pytestmark = pytest.mark.e2e
 
 #: "Within a few seconds" of the plugin's start, as the issue asks.
 CLEANUP_TIMEOUT_S = 5.0
+#: The finalizer the scheduler puts on a claim it allocates (resource-api.md §6.3).
+DELETE_PROTECTION = "resource.kubernetes.io/delete-protection"
 
 
 class OrphanNode:
@@ -179,3 +181,64 @@ def test_orphan_interval_zero_turns_cleanup_off(
     node.plugin.wait_for_registration_socket()
     time.sleep(1.0)
     assert uid in node.plugin.checkpoint_claims()
+
+
+def test_a_deleted_claim_stays_prepared_while_its_pod_holds_it(
+    orphan_node: NodeFactory, kube: KubeClient, namespace: str
+) -> None:
+    """Why "claim gone" is enough (orphans.py): a reserved claim outlives its deletion.
+
+    The claim carries the finalizer the scheduler adds when it allocates and is reserved for a
+    pod, as the scheduler leaves it. Deleted, it stays (with a deletionTimestamp) while the pod
+    exists, so the cleaner keeps it prepared; once the pod is gone, the real resourceclaim
+    controller drops the reservation and the finalizer, the claim disappears and the cleaner
+    unprepares it.
+    """
+    node = orphan_node("--orphan-interval", "0.5")
+    claim = allocated_claim(kube, namespace, node.node, [share("dcu", Z100_A, 10, "1Gi")])
+    name, uid = claim["metadata"]["name"], claim["metadata"]["uid"]
+    # The pod names the claim, as a real one does: the controller looks at a pod's claims
+    # when the pod changes or goes.
+    pod = kube.create(
+        paths.pods(namespace),
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": unique_name("holder"), "namespace": namespace},
+            "spec": {
+                "nodeName": node.node,
+                "resourceClaims": [{"name": "dcu", "resourceClaimName": name}],
+                "containers": [
+                    {
+                        "name": "ctr",
+                        "image": "registry.k8s.io/pause:3.10",
+                        "resources": {"claims": [{"name": "dcu"}]},
+                    }
+                ],
+            },
+        },
+    )
+    claim["metadata"]["finalizers"] = [DELETE_PROTECTION]
+    claim = kube.replace(paths.resource_claims(namespace, name), claim)
+    claim["status"]["reservedFor"] = [
+        {"resource": "pods", "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]}
+    ]
+    claim = kube.replace(paths.resource_claims(namespace, name, subresource="status"), claim)
+    assert prepare(node.dra_socket, claim)[uid].error == ""
+
+    kube.delete(paths.resource_claims(namespace, name))
+    time.sleep(1.5)  # three cleanup rounds
+    held = kube.get(paths.resource_claims(namespace, name))
+    assert held["metadata"]["deletionTimestamp"]
+    assert held["metadata"]["uid"] == uid
+    assert not node.is_clean(uid), "a claim its pod still holds was unprepared"
+
+    kube.delete(paths.pods(namespace, pod["metadata"]["name"]), grace_period_s=0)
+    wait_for(
+        lambda: node.is_clean(uid),
+        timeout_s=60,
+        description="the claim to go with its pod and be unprepared",
+        details=lambda: node.plugin.log_tail(),
+    )
+    with pytest.raises(NotFound):
+        kube.get(paths.resource_claims(namespace, name))
