@@ -164,12 +164,16 @@ def start_endpoints(
     inventory: Inventory,
     servers: KubeletPluginServer,
     publisher: SlicePublisher,
+    health: HealthBoard,
+    cleaner: OrphanCleaner | None,
     stopping: threading.Event,
 ) -> Callable[[], None]:
     """Start the metrics and liveness endpoints their flags ask for (issue 7 items 2-3).
 
     Returns the function that stops them. Call before ``servers.start()`` and
-    ``publisher.start()``, so no call and no publish failure goes uncounted. Liveness answers
+    ``publisher.start()``, so no call and no publish failure goes uncounted. Device health
+    (``health``) and the count of orphans ``cleaner`` unprepared (None: cleanup is off) are
+    read at scrape time, so the monitor and the cleaner may start later. Liveness answers
     NOT_SERVING as soon as ``stopping`` is set (the first step of a graceful shutdown); metrics
     stay up until the end, so the drain can be watched. Their libraries are imported only when
     a flag is set, so a daemon without them starts as fast as before. Raises ``DriverError``
@@ -197,6 +201,8 @@ def start_endpoints(
             driver_metrics = metrics.DriverMetrics(
                 devices=inventory.devices,
                 read_usage=core.device_usage if core is not None else None,
+                read_health=lambda: health.snapshot().devices,
+                read_orphans_cleaned=_orphans_cleaned(cleaner),
             )
             servers.service.observer = driver_metrics
             metrics.observe_publish_errors(publisher, driver_metrics)
@@ -222,6 +228,13 @@ def start_endpoints(
         stop_all()
         raise
     return stop_all
+
+
+def _orphans_cleaned(cleaner: OrphanCleaner | None) -> Callable[[], int] | None:
+    """Reads the cleaner's count at scrape time (an int read: safe from another thread)."""
+    if cleaner is None:
+        return None
+    return lambda: cleaner.cleaned
 
 
 def run(
@@ -305,6 +318,8 @@ def run(
             inventory=inventory,
             servers=servers,
             publisher=publisher,
+            health=health,
+            cleaner=cleaner,
             stopping=stop,
         )
     except BaseException:

@@ -4,8 +4,9 @@ Owns the metric definitions, the per-device collector and the ``/metrics`` HTTP 
 decides nothing and never sprinkles the core: the servicer reports its calls (``DriverMetrics``
 is its ``CallObserver``), checkpoint writes and publish failures are observed by wrapping one
 method of the objects the daemon built (``observe_checkpoint_writes``,
-``observe_publish_errors``), and the per-device gauges are computed from the plugin's state at
-scrape time, so they can never drift from what is really prepared.
+``observe_publish_errors``), and everything the daemon already keeps is read at scrape time:
+the per-device gauges from the plugin's state and the health board, the orphan count from the
+cleaner's own counter. So they can never drift from what is really prepared or checked.
 
 The registry is our own, never prometheus_client's global one: tests build as many as they
 like, and nothing another library registers leaks into our endpoint.
@@ -26,17 +27,19 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import start_http_server
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from dra_driver.devices import DcuDevice, DeviceName
 from dra_driver.errors import DriverError
+from dra_driver.health import HealthStatus, UnhealthyReason
 from dra_driver.kube.errors import ApiError, ConnectionFailed, KubeError
 from dra_driver.kubeletplugin.servicer import DraMethod, FailureReason
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from dra_driver.health import DeviceHealth
     from dra_driver.state import DeviceUsage
 
 logger = logging.getLogger(__name__)
@@ -173,6 +176,27 @@ METRICS = (
         ("device",),
         "vDCU shares the DCU can hold at once.",
     ),
+    _m(
+        "device_healthy",
+        "gauge",
+        ("device",),
+        "1 when the last health check found the DCU Healthy, 0 when Unhealthy or Unknown (its "
+        "checks could not be read); absent until the first check.",
+    ),
+    _m(
+        "device_unhealthy_reason",
+        "gauge",
+        ("device", "reason"),
+        "1 for the reason an Unhealthy DCU is tainted with, 0 for the others (all 0 when "
+        "Healthy or Unknown): " + ", ".join(r.value for r in UnhealthyReason) + ".",
+    ),
+    _m(
+        "orphans_cleaned_total",
+        "counter",
+        (),
+        "Prepared claims unprepared by orphan cleanup because their ResourceClaim was deleted "
+        "or replaced (0 with --orphan-interval 0).",
+    ),
 )
 _HELP = {info.name: info.help for info in METRICS}
 
@@ -182,19 +206,24 @@ def _help(name: str) -> str:
 
 
 class DeviceCollector(Collector):
-    """Per-device gauges, computed when scraped: capacity from the inventory, usage from state.
+    """Per-device gauges, computed when scraped: capacity, usage, health.
 
-    A usage read that fails (a corrupt checkpoint) leaves the usage gauges out of that scrape
-    instead of failing it, and is logged once until a read works again.
+    Capacity comes from the inventory, usage from the plugin's state, health from the health
+    board. A usage read that fails (a corrupt checkpoint) leaves the usage gauges out of that
+    scrape instead of failing it, and is logged once until a read works again. Without a
+    reader (``None``: a fake core, no board) the gauges it would feed are not exported at all.
     """
 
     def __init__(
         self,
         devices: Sequence[DcuDevice],
+        *,
         read_usage: Callable[[], Mapping[DeviceName, DeviceUsage]] | None,
+        read_health: Callable[[], Sequence[DeviceHealth]] | None,
     ) -> None:
         self.devices = tuple(devices)
         self.read_usage = read_usage
+        self.read_health = read_health
         self._failing = False
 
     def describe(self) -> Iterable[Metric]:
@@ -217,6 +246,8 @@ class DeviceCollector(Collector):
                 for dcu in self.devices:
                     family.add_metric([dcu.name], getattr(dcu, field))
             families.append(family)
+        if self.read_health is not None:
+            families.extend(self._health(self.read_health() if with_samples else ()))
         if self.read_usage is None:
             return families
         usage = self._usage() if with_samples else {}
@@ -233,6 +264,31 @@ class DeviceCollector(Collector):
             families.append(family)
         return families
 
+    @staticmethod
+    def _health(records: Sequence[DeviceHealth]) -> list[Metric]:
+        """``device_healthy`` and ``device_unhealthy_reason`` for the board's latest records.
+
+        The reason is a separate gauge rather than a label of ``device_healthy``: a label that
+        changes with the verdict would end one series and start another at every transition,
+        breaking ``changes()`` and ``avg_over_time()`` over a device's health. It is a state
+        set (every reason present, 1 for the current one) so that no series appears or
+        vanishes; that costs len(UnhealthyReason) = 6 series per DCU, a fixed number. The
+        free-text message stays in the logs and the kubelet's health report.
+        """
+        healthy = GaugeMetricFamily(
+            f"{PREFIX}_device_healthy", _help("device_healthy"), labels=["device"]
+        )
+        reasons = GaugeMetricFamily(
+            f"{PREFIX}_device_unhealthy_reason",
+            _help("device_unhealthy_reason"),
+            labels=["device", "reason"],
+        )
+        for record in records:
+            healthy.add_metric([record.device], int(record.status is HealthStatus.HEALTHY))
+            for reason in UnhealthyReason:
+                reasons.add_metric([record.device, reason.value], int(record.reason is reason))
+        return [healthy, reasons]
+
     def _usage(self) -> Mapping[DeviceName, DeviceUsage] | None:
         assert self.read_usage is not None
         try:
@@ -248,11 +304,40 @@ class DeviceCollector(Collector):
         return usage
 
 
+class OrphanCollector(Collector):
+    """``orphans_cleaned_total``, read when scraped from the count the cleaner keeps anyway.
+
+    Reading beats counting through a hook: the cleaner stays untouched (its ``cleaned`` is
+    there for this), and the counter cannot disagree with the cleaner. Without a reader
+    (cleanup is off) the counter is exported at 0, which is the truth.
+    """
+
+    def __init__(self, read_cleaned: Callable[[], int] | None) -> None:
+        self.read_cleaned = read_cleaned
+
+    def describe(self) -> Iterable[Metric]:
+        """The family without reading the count."""
+        return [self._family(None)]
+
+    def collect(self) -> Iterable[Metric]:
+        """The counter with its one sample."""
+        return [self._family(self.read_cleaned() if self.read_cleaned is not None else 0)]
+
+    @staticmethod
+    def _family(cleaned: int | None) -> CounterMetricFamily:
+        return CounterMetricFamily(
+            f"{PREFIX}_orphans_cleaned", _help("orphans_cleaned_total"), value=cleaned
+        )
+
+
 class DriverMetrics:
     """All metrics of one daemon in their own registry. Thread-safe.
 
     Implements the servicer's ``CallObserver``. Every labelled series is created at zero up
-    front, so a rate over a reason that never happened is 0, not absent.
+    front, so a rate over a reason that never happened is 0, not absent. The readers are
+    called at scrape time, on the HTTP server's thread: ``read_usage`` (the core's device
+    usage), ``read_health`` (the health board's latest records) and ``read_orphans_cleaned``
+    (the orphan cleaner's count); each must be thread-safe.
     """
 
     def __init__(
@@ -260,6 +345,8 @@ class DriverMetrics:
         *,
         devices: Sequence[DcuDevice] = (),
         read_usage: Callable[[], Mapping[DeviceName, DeviceUsage]] | None = None,
+        read_health: Callable[[], Sequence[DeviceHealth]] | None = None,
+        read_orphans_cleaned: Callable[[], int] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
@@ -313,7 +400,8 @@ class DriverMetrics:
                 self.errors[method].labels(reason.value)
         for publish_reason in PublishFailure:
             self.publish_errors.labels(publish_reason.value)
-        registry.register(DeviceCollector(devices, read_usage))
+        registry.register(DeviceCollector(devices, read_usage=read_usage, read_health=read_health))
+        registry.register(OrphanCollector(read_orphans_cleaned))
 
     # --- servicer.CallObserver ----------------------------------------------------------------
 

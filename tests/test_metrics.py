@@ -23,6 +23,13 @@ from dra_driver import cli
 from dra_driver.config import ConfigError, PluginConfig, parse_listen_address
 from dra_driver.devices import discover
 from dra_driver.errors import AllocationError, CheckpointCorruptError, ClaimConfigError
+from dra_driver.health import (
+    DeviceHealth,
+    HealthBoard,
+    HealthMonitor,
+    HealthStatus,
+    UnhealthyReason,
+)
 from dra_driver.kube.errors import (
     ApiError,
     ConnectionFailed,
@@ -36,6 +43,7 @@ from dra_driver.kubeletplugin.servicer import DraMethod, FailureReason, failure_
 from dra_driver.metrics import (
     METRICS,
     DriverMetrics,
+    MetricInfo,
     MetricsServer,
     MetricsServerError,
     PublishFailure,
@@ -43,6 +51,8 @@ from dra_driver.metrics import (
     observe_publish_errors,
     publish_failure,
 )
+from dra_driver.mock.fault import inject_fault
+from dra_driver.orphans import OrphanCleaner
 from dra_driver.publisher import SlicePublisher
 from dra_driver.slices import Sharing, build_pool
 from dra_driver.state import DcuPlugin
@@ -57,6 +67,7 @@ from tests.kubeletplugin.test_servicer import (
 from tests.test_state import K100, NODE, Z100_A, Z100_B, Node, claim, share
 
 MIB = 2**20
+README = Path(__file__).resolve().parent.parent / "README.md"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -83,7 +94,14 @@ def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
 
 def test_every_documented_metric_is_exported_and_nothing_else(mock_root: Path) -> None:
     inventory = discover(mock_root)
-    metrics = DriverMetrics(devices=inventory.devices, read_usage=lambda: {})
+    board = HealthBoard()
+    HealthMonitor(inventory, board=board).check_once()
+    metrics = DriverMetrics(
+        devices=inventory.devices,
+        read_usage=lambda: {},
+        read_health=lambda: board.snapshot().devices,
+        read_orphans_cleaned=lambda: 0,
+    )
     text = metrics.exposition().decode()
     # The daemon turns prometheus_client's process-wide ``_created`` series off (e2e test).
     families = {
@@ -102,6 +120,35 @@ def test_every_documented_metric_is_exported_and_nothing_else(mock_root: Path) -
         assert labels <= set(info.labels), info.name
 
 
+def readme_row(info: MetricInfo) -> str:
+    """The README's metrics table row of one metric, as the table is written."""
+    labels = ", ".join(f"`{label}`" for label in info.labels) or "-"
+    return f"| `{info.name}` | {info.kind} | {labels} | {info.help} |"
+
+
+def test_every_metric_is_in_the_readme_table_and_nothing_else() -> None:
+    """README's "### Metrics" table names exactly the metrics in ``METRICS``."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert "### Metrics" in lines, "README.md has no '### Metrics' section"
+    start = lines.index("### Metrics") + 1
+    end = next(
+        (i for i in range(start, len(lines)) if lines[i].startswith(("# ", "## ", "### "))),
+        len(lines),
+    )
+    documented = {
+        name
+        for line in lines[start:end]
+        if line.startswith("|")
+        for name in re.findall(r"`(dcu_dra_\w+)`", line.split("|")[1])
+    }
+    expected = {info.name for info in METRICS}
+    assert documented == expected, (
+        f"missing from README: {sorted(expected - documented)}; "
+        f"not exported: {sorted(documented - expected)}; the rows from METRICS:\n"
+        + "\n".join(readme_row(info) for info in METRICS)
+    )
+
+
 def test_labelled_series_exist_at_zero_before_anything_happens() -> None:
     samples = scrape(DriverMetrics())
     for method in ("prepare", "unprepare"):
@@ -113,6 +160,8 @@ def test_labelled_series_exist_at_zero_before_anything_happens() -> None:
     assert by_label(samples, "dcu_dra_publish_errors_total", "reason") == {
         r.value: 0 for r in PublishFailure
     }
+    # Orphan cleanup off (no reader) is the truth "none cleaned", not an absent counter.
+    assert value(samples, "dcu_dra_orphans_cleaned_total") == 0
 
 
 def test_registries_are_independent_of_each_other_and_of_the_global_one() -> None:
@@ -364,6 +413,114 @@ def test_a_corrupt_checkpoint_leaves_usage_out_but_keeps_the_scrape(
     assert device_gauges(metrics)["device_allocated_cores"][K100] == 0
 
 
+# --- device health from the health board ---------------------------------------------------
+
+
+def health_gauges(metrics: DriverMetrics) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """``device_healthy`` by device, and ``device_unhealthy_reason`` by device and reason."""
+    samples = scrape(metrics)
+    reasons: dict[str, dict[str, float]] = {}
+    for (name, labels), v in samples.items():
+        if name == "dcu_dra_device_unhealthy_reason":
+            label = dict(labels)
+            reasons.setdefault(label["device"], {})[label["reason"]] = v
+    return by_label(samples, "dcu_dra_device_healthy", "device"), reasons
+
+
+NO_REASON = {r.value: 0.0 for r in UnhealthyReason}
+
+
+def test_health_gauges_follow_the_board_through_a_lost_dcu_and_its_recovery(node: Node) -> None:
+    """Read from the board at scrape time: what the kubelet is told is what is scraped."""
+    board = HealthBoard()
+    monitor = HealthMonitor(node.inventory, board=board)
+    metrics = DriverMetrics(
+        devices=node.inventory.devices, read_health=lambda: board.snapshot().devices
+    )
+    # Before the first check nothing is known: absent, not a guess either way.
+    assert health_gauges(metrics) == ({}, {})
+
+    monitor.check_once()
+    assert health_gauges(metrics) == (
+        {Z100_A: 1, Z100_B: 1, K100: 1},
+        {Z100_A: NO_REASON, Z100_B: NO_REASON, K100: NO_REASON},
+    )
+
+    inject_fault(node.inventory.root, device=1, kind="lost")
+    monitor.check_once()
+    healthy, reasons = health_gauges(metrics)
+    assert healthy == {Z100_A: 1, Z100_B: 0, K100: 1}
+    # Lost has several symptoms; the gauge carries only the first, the taint's value.
+    assert reasons[Z100_B] == {**NO_REASON, "NotResponding": 1}
+    assert reasons[Z100_A] == reasons[K100] == NO_REASON
+
+    inject_fault(node.inventory.root, device=1, kind="recover")
+    monitor.check_once()
+    assert health_gauges(metrics)[0] == {Z100_A: 1, Z100_B: 1, K100: 1}
+    assert health_gauges(metrics)[1][Z100_B] == NO_REASON
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "healthy", "reasons"),
+    [
+        (HealthStatus.HEALTHY, None, 1, NO_REASON),
+        (
+            HealthStatus.UNHEALTHY,
+            UnhealthyReason.KFD_MISSING,
+            0,
+            {**NO_REASON, "KfdMissing": 1},
+        ),
+        (HealthStatus.UNKNOWN, None, 0, NO_REASON),
+    ],
+    ids=["healthy", "unhealthy", "unknown"],
+)
+def test_health_gauges_per_status(
+    status: HealthStatus,
+    reason: UnhealthyReason | None,
+    healthy: float,
+    reasons: dict[str, float],
+) -> None:
+    """Unknown is not healthy, and has no reason: all reasons at 0 tell it from Unhealthy."""
+    record = DeviceHealth(
+        device=K100, status=status, reason=reason, message="", since=1.0, checked_at=2.0
+    )
+    metrics = DriverMetrics(read_health=lambda: (record,))
+    assert health_gauges(metrics) == ({K100: healthy}, {K100: reasons})
+
+
+# --- orphan cleanup, counted by the cleaner ---------------------------------------------------
+
+
+def test_orphans_cleaned_counts_claims_the_real_cleaner_unprepared(node: Node) -> None:
+    plugin = node.plugin()
+    gone = [claim(share(Z100_A), name=f"gone-{n}") for n in (1, 2)]
+    kept = claim(share(K100), name="kept")
+    for c in (*gone, kept):
+        node.prepare(plugin, c)
+    claims = FakeClaims()
+    claims.add({"metadata": {"namespace": "ns", "name": "kept", "uid": kept.ref.uid}})
+    cleaner = OrphanCleaner(
+        prepared_claims=plugin.prepared_claims,
+        get_claim=claims.get,
+        unprepare=plugin.unprepare_claims,
+        interval_s=60,
+    )
+    metrics = DriverMetrics(
+        devices=node.inventory.devices,
+        read_usage=plugin.device_usage,
+        read_orphans_cleaned=lambda: cleaner.cleaned,
+    )
+    assert value(scrape(metrics), "dcu_dra_orphans_cleaned_total") == 0
+    assert len(cleaner.run_once()) == 2
+    samples = scrape(metrics)
+    assert value(samples, "dcu_dra_orphans_cleaned_total") == 2
+    assert value(samples, "dcu_dra_device_allocated_cores", device=Z100_A) == 0
+    assert value(samples, "dcu_dra_device_allocated_cores", device=K100) == 15
+    # A round with nothing to clean leaves the counter where it is.
+    assert cleaner.run_once() == []
+    assert value(scrape(metrics), "dcu_dra_orphans_cleaned_total") == 2
+
+
 # --- the core, observed from outside --------------------------------------------------------
 
 
@@ -526,6 +683,13 @@ def test_the_daemon_wires_both_endpoints_and_undoes_them_when_one_cannot_listen(
         node.inventory, driver="dcu.hygon.com", node_name=NODE, sharing=Sharing.CONSUMABLE
     )
     publisher = SlicePublisher(FailingClient(Forbidden(403, "Forbidden", "RBAC")), pool)  # type: ignore[arg-type]
+    board = HealthBoard()
+    cleaner = OrphanCleaner(
+        prepared_claims=plugin.prepared_claims,
+        get_claim=FakeClaims().get,  # every claim is gone
+        unprepare=plugin.unprepare_claims,
+        interval_s=60,
+    )
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         metrics_port = free.getsockname()[1]
@@ -545,6 +709,8 @@ def test_the_daemon_wires_both_endpoints_and_undoes_them_when_one_cannot_listen(
                 inventory=node.inventory,
                 servers=servers,
                 publisher=publisher,
+                health=board,
+                cleaner=cleaner,
                 stopping=threading.Event(),
             )
     # The metrics server that did start was stopped again; the core was still instrumented.
@@ -559,3 +725,12 @@ def test_the_daemon_wires_both_endpoints_and_undoes_them_when_one_cannot_listen(
     samples = scrape(metrics)
     assert value(samples, "dcu_dra_checkpoint_write_duration_seconds_count") == 2
     assert value(samples, "dcu_dra_device_allocated_cores", device=K100) == 30
+    # Health and orphans are read from the board and the cleaner, started after the endpoints.
+    assert by_label(samples, "dcu_dra_device_healthy", "device") == {}
+    assert value(samples, "dcu_dra_orphans_cleaned_total") == 0
+    HealthMonitor(node.inventory, board=board).check_once()
+    assert len(cleaner.run_once()) == 1
+    samples = scrape(metrics)
+    assert by_label(samples, "dcu_dra_device_healthy", "device") == {Z100_A: 1, Z100_B: 1, K100: 1}
+    assert value(samples, "dcu_dra_orphans_cleaned_total") == 1
+    assert value(samples, "dcu_dra_device_allocated_cores", device=K100) == 0

@@ -3,7 +3,8 @@
 Claims are created in the real API server with the allocation the scheduler would write, and
 prepared over the daemon's DRA socket as the kubelet does (see test_prepare_calls.py); the
 test then scrapes /metrics over HTTP, as Prometheus would, and asks the liveness endpoint, as
-the kubelet's gRPC probe would.
+the kubelet's gRPC probe would. A claim deleted while prepared is counted by orphan cleanup,
+and a DCU lost with ``dcu-dra mock fault`` (see test_health.py) turns its healthy gauge to 0.
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ from dra_driver.kube import KubeClient, paths
 from dra_driver.kubeletplugin._pb import dra_v1_pb2, dra_v1_pb2_grpc
 from dra_driver.testing.cluster import ControlPlane
 from dra_driver.testing.waiting import wait_for
+from tests.e2e.test_health import mock_fault
 from tests.e2e.test_prepare_calls import K100, Z100_A, Daemon, share, v1_ref
 from tests.e2e.test_publisher import DCU_DRA
 
 pytestmark = pytest.mark.e2e
 
 GIB = 2**30
+#: Health checks and orphan rounds every second (defaults 5 s and 60 s) keep the waits short.
+INTERVAL_S = 1.0
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -70,6 +74,10 @@ class MeteredDaemon(Daemon):
                 f"127.0.0.1:{self.metrics_port}",
                 "--healthcheck-port",
                 str(self.health_port),
+                "--health-interval",
+                str(INTERVAL_S),
+                "--orphan-interval",
+                str(INTERVAL_S),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -128,6 +136,14 @@ def test_metrics_and_liveness_through_a_prepare_unprepare_cycle(
     assert one(before, "dcu_dra_device_capacity_cores", device=K100) == 120
     assert one(before, "dcu_dra_device_allocated_cores", device=Z100_A) == 0
     assert not [name for name, _ in before if name.endswith("_created")]
+    # The first health check runs before the daemon registers, so it is known from the start.
+    for device in (Z100_A, K100):
+        assert one(before, "dcu_dra_device_healthy", device=device) == 1
+        assert (
+            one(before, "dcu_dra_device_unhealthy_reason", device=device, reason="NotResponding")
+            == 0
+        )
+    assert one(before, "dcu_dra_orphans_cleaned_total") == 0
 
     quarter = daemon.allocated_claim(namespace, [share("dcu", Z100_A, 15, "4Gi")])
     half = daemon.allocated_claim(namespace, [share("dcu", K100, 60, "32Gi")])
@@ -162,6 +178,21 @@ def test_metrics_and_liveness_through_a_prepare_unprepare_cycle(
         assert one(during, "dcu_dra_device_allocated_memory_bytes", device=K100) == 32 * GIB
         assert one(during, "dcu_dra_publish_errors_total", reason="rejected") == 0
 
+        # A prepared claim deleted behind the kubelet's back is unprepared by orphan cleanup.
+        orphan = daemon.allocated_claim(namespace, [share("dcu", Z100_A, 10, "1Gi")])
+        response = stub.NodePrepareResources(
+            dra_v1_pb2.NodePrepareResourcesRequest(claims=[v1_ref(orphan)]), timeout=45
+        )
+        assert response.claims[orphan["metadata"]["uid"]].error == ""
+        assert one(daemon.scrape(), "dcu_dra_device_allocated_cores", device=Z100_A) == 25
+        kube.delete(paths.resource_claims(namespace, orphan["metadata"]["name"]))
+        wait_for(
+            lambda: one(daemon.scrape(), "dcu_dra_orphans_cleaned_total") == 1,
+            timeout_s=15,
+            description="orphan cleanup to count the deleted claim",
+        )
+        assert one(daemon.scrape(), "dcu_dra_device_allocated_cores", device=Z100_A) == 15
+
         done = stub.NodeUnprepareResources(
             dra_v1_pb2.NodeUnprepareResourcesRequest(claims=[v1_ref(quarter), v1_ref(half)]),
             timeout=45,
@@ -176,6 +207,16 @@ def test_metrics_and_liveness_through_a_prepare_unprepare_cycle(
         assert one(after, "dcu_dra_device_allocated_cores", device=device) == 0
         assert one(after, "dcu_dra_device_allocated_memory_bytes", device=device) == 0
         assert one(after, "dcu_dra_device_shares", device=device) == 0
+
+    assert "is now lost" in mock_fault(daemon.root, 1, "lost")  # device 1 is the K100
+    wait_for(
+        lambda: one(daemon.scrape(), "dcu_dra_device_healthy", device=K100) == 0,
+        timeout_s=15,
+        description="the lost DCU's healthy gauge to drop to 0",
+    )
+    lost = daemon.scrape()
+    assert one(lost, "dcu_dra_device_unhealthy_reason", device=K100, reason="NotResponding") == 1
+    assert one(lost, "dcu_dra_device_healthy", device=Z100_A) == 1
 
     assert daemon.process is not None
     daemon.process.send_signal(signal.SIGTERM)
