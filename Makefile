@@ -19,7 +19,7 @@ PROJECT_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 WHEEL := build/dist/dcu_dra-$(PROJECT_VERSION)-py3-none-any.whl
 
 .PHONY: golden help venv fmt lint type unit test proto check-generated controlplane demo clean
-.PHONY: wheel image
+.PHONY: wheel image pyz
 .PHONY: helm
 
 help: ## List the targets
@@ -87,6 +87,12 @@ wheel: $(VENV_STAMP) ## Build build/dist/dcu_dra-<version>-py3-none-any.whl (the
 	@rm -rf build/lib build/dist/dcu_dra-*.whl
 	@$(BIN)/pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation -w build/dist .
 	@echo "==> $(WHEEL)"
+
+# The one-file dcu-dra that make demo and kind/demo.sh run inside the example pods. Its builder
+# needs only the standard library, so the host's python3 runs it and no venv is created.
+PYZ := build/dist/dcu-dra.pyz
+pyz: ## Build build/dist/dcu-dra.pyz, the one-file dcu-dra that runs `verify` in a container
+	@$(PYTHON) -m dra_driver.pyz $(PYZ)
 
 image: ## Build the container image $(IMAGE) from deploy/container/Dockerfile (needs Docker)
 	@docker info >/dev/null 2>&1 || { echo "make image needs a running Docker engine (none found): 'docker info' failed; install Docker (https://docs.docker.com/engine/install/) and start it" >&2; exit 1; }

@@ -2,7 +2,8 @@
 # shellcheck source-path=SCRIPTDIR
 # The kind demo: build and load the driver image, install the chart with mock DCUs, run the
 # examples in deploy/examples/ and show what each pod got (its node, its DCUs as hy-smi reports
-# them, and its vDCU config). Needs the cluster from kind/create-cluster.sh.
+# them, its vDCU config, and `dcu-dra verify` run inside it). Needs the cluster from
+# kind/create-cluster.sh.
 set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
@@ -14,6 +15,12 @@ cluster_exists ||
 
 step "building the driver image ${IMAGE}"
 make image IMAGE="${IMAGE}"
+
+# The example image has python3 but not dcu-dra: each pod gets this one file to run verify from.
+pyz="build/dist/dcu-dra.pyz"
+step "building ${pyz}, the one-file dcu-dra that runs verify inside the example pods"
+make pyz
+[[ -f "${pyz}" ]] || die "make pyz wrote no ${pyz}"
 
 step "loading ${IMAGE} into kind cluster ${CLUSTER_NAME}"
 kind load docker-image "${IMAGE}" --name "${CLUSTER_NAME}"
@@ -53,6 +60,7 @@ for ns in "${namespaces[@]}"; do
 done
 
 step "what each pod got"
+failed=()
 for ns in "${namespaces[@]}"; do
     names="$(kctl --namespace "${ns}" get pods --output jsonpath='{.items[*].metadata.name}')"
     read -ra pods <<<"${names}"
@@ -67,6 +75,10 @@ for ns in "${namespaces[@]}"; do
         kctl --namespace "${ns}" exec "${pod}" -- sh -c '
             set -- /etc/vdev/docker/vdev*.conf
             if [ -e "$1" ]; then cat "$@"; else echo "(no vdev file: a whole DCU, no vDCU limits)"; fi'
+        echo "\$ python3 /tmp/dcu-dra.pyz verify    # ${pyz}, copied in with kubectl exec -i"
+        kctl --namespace "${ns}" exec -i "${pod}" -- sh -c 'cat > /tmp/dcu-dra.pyz' <"${pyz}"
+        kctl --namespace "${ns}" exec "${pod}" -- python3 /tmp/dcu-dra.pyz verify ||
+            failed+=("${ns}/${pod}")
     done
 done
 
@@ -74,6 +86,9 @@ echo
 step "the claims and what they consumed"
 kctl get resourceclaims --all-namespaces --output \
     custom-columns='NAMESPACE:.metadata.namespace,CLAIM:.metadata.name,DEVICE:.status.allocation.devices.results[*].device,CONSUMED:.status.allocation.devices.results[*].consumedCapacity'
+
+((${#failed[@]} == 0)) ||
+    die "dcu-dra verify failed in pod(s) ${failed[*]}: see the FAIL lines of their reports above"
 
 echo
 echo "demo done; remove the examples with: kubectl --context ${KUBE_CONTEXT} delete -f deploy/examples/"

@@ -1,8 +1,9 @@
-"""``make demo`` (python -m dra_driver.demo): the result table, its rendering, and failing well.
+"""``make demo`` (python -m dra_driver.demo): the result table, verify in the containers, its
+rendering, and failing well.
 
 The table rows join three real sources; here they are built from the real slice builder, real
-vdev configs and the fake kubelet's own records. The whole demo runs in
-tests/e2e/test_demo_e2e.py.
+vdev configs and the fake kubelet's own records. Verify runs from a real pyz in containers laid
+out from claims the real plugin prepared. The whole demo runs in tests/e2e/test_demo_e2e.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ import pytest
 from dra_driver import DRIVER_NAME
 from dra_driver.allocator import CuMask
 from dra_driver.demo.console import MARKER, DemoError, prepare_build_dir
+from dra_driver.demo.containers import (
+    ContainerTarget,
+    VerifyOutcome,
+    failure_message,
+    format_outcomes,
+    lay_out,
+    outcome_of,
+    run_verify,
+    summarize,
+)
 from dra_driver.demo.table import (
     HEADER,
     ShareRow,
@@ -31,10 +42,13 @@ from dra_driver.demo.table import (
     format_table,
 )
 from dra_driver.devices import discover
+from dra_driver.pyz import build_pyz
 from dra_driver.slices import Sharing, build_pool
+from dra_driver.testing.container import read_spec_dir
 from dra_driver.testing.fakekubelet import PreparedClaim, PreparedDevice
 from dra_driver.testing.plugin_process import PluginProcess, PluginProcessError
 from dra_driver.vdev import VdevConfig
+from tests.testing.test_container import PLAIN, prepare_claim
 
 NODE = "dcu-node-1"
 Z100_A = "dcu-0000-3b-00-0"
@@ -345,6 +359,172 @@ def test_json_keeps_flat_objects_on_one_line_and_reads_back_unchanged() -> None:
     assert '      "containerEdits": {"env": ["A=1", "B=2"]}' in text.splitlines()
     assert '      {"hostPath": "/h", "containerPath": "/c", "options": ["ro"]}' in text.splitlines()
     assert format_json([1, "x"]) == '[1, "x"]'
+
+
+# --- verify in the containers ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_pyz(tmp_path_factory.mktemp("dist") / "dcu-dra.pyz", include_bytecode=True)
+
+
+def containers_of(
+    mock_root: Path, base: Path, pods: dict[str, int | None]
+) -> list[ContainerTarget]:
+    """One prepared claim per pod (``cores`` CUs of a Z100, or a whole K100), laid out."""
+    targets = []
+    for pod, cores in pods.items():
+        device = "dcu-0000-af-00-0" if cores is None else "dcu-0000-3b-00-0"
+        cdi_ids = prepare_claim(mock_root, base, device, cores=cores)
+        targets += lay_out(
+            base / "containers",
+            pod=pod,
+            containers={"ctr": cdi_ids},
+            specs=read_spec_dir(base / "cdi"),
+            sys_dir=mock_root / "sys",
+            allow_plain_files=PLAIN,
+        )
+    return targets
+
+
+def test_verify_runs_in_every_container_and_reports_what_each_got(
+    pyz: Path, mock_root: Path, tmp_path: Path
+) -> None:
+    share, whole = containers_of(mock_root, tmp_path, {"ns/share": 15, "ns/whole": None})
+    outcomes, report = run_verify(pyz, [share, whole], text_of=share)
+    assert outcomes == [
+        VerifyOutcome(
+            label="ns/share", verdict="ok", found="vDCU 15/60 CUs (0-14), 4096 MiB of 0000:3b:00.0"
+        ),
+        VerifyOutcome(label="ns/whole", verdict="ok", found="whole card 0000:af:00.0 (120 CUs)"),
+    ]
+    assert failure_message(outcomes) is None
+    assert report is not None
+    # Run inside the view with relative paths: it reads like a report from the container.
+    assert report.splitlines()[0] == "vDCU container: 1 vdev file(s) in etc/vdev/docker"
+    assert "OK: dev/kfd present (" in report
+    assert report.splitlines()[-1].endswith(" checks passed")
+
+
+def test_a_broken_container_fails_with_its_first_failing_check(
+    pyz: Path, mock_root: Path, tmp_path: Path
+) -> None:
+    (share,) = containers_of(mock_root, tmp_path, {"ns/share": 15})
+    share.view.at("/dev/kfd").unlink()  # the runtime did not inject it
+    (outcome,), report = run_verify(pyz, [share])
+    assert report is None
+    assert (outcome.verdict, outcome.ok) == ("failed: device-node", False)
+    assert outcome.found == "vDCU 15/60 CUs (0-14), 4096 MiB of 0000:3b:00.0"
+    assert outcome.problem is not None and outcome.problem.startswith(
+        "dev/kfd (the compute interface) is missing"
+    )
+    message = failure_message([outcome])
+    assert message is not None
+    assert message.startswith(
+        "dcu-dra verify found problems in 1 of 1 containers: ns/share; first, in ns/share: "
+        "device-node: dev/kfd (the compute interface) is missing"
+    )
+
+
+def test_pods_with_several_dcu_containers_get_one_line_each(
+    mock_root: Path, tmp_path: Path
+) -> None:
+    cdi_ids = prepare_claim(mock_root, tmp_path, "dcu-0000-3b-00-0", cores=10)
+    targets = lay_out(
+        tmp_path / "containers",
+        pod="ns/p",
+        containers={"b": cdi_ids, "a": cdi_ids, "sidecar": []},
+        specs=read_spec_dir(tmp_path / "cdi"),
+        sys_dir=mock_root / "sys",
+        allow_plain_files=PLAIN,
+    )
+    assert [t.label for t in targets] == ["ns/p/a", "ns/p/b"]  # no DCU, nothing to verify
+    assert targets[0].view.root == tmp_path / "containers" / "ns/p" / "a"
+
+
+@pytest.mark.parametrize(
+    ("returncode", "stdout", "stderr", "found"),
+    [
+        (None, "", "", "verify did not finish in 30 s"),
+        (
+            1,
+            "",
+            "Traceback...\nImportError: boom\n",
+            "verify exited with code 1: ImportError: boom",
+        ),
+        (2, "", "", "verify exited with code 2: (no output)"),
+    ],
+    ids=["timeout", "crash", "silent"],
+)
+def test_a_run_without_a_report_fails(
+    returncode: int | None, stdout: str, stderr: str, found: str
+) -> None:
+    outcome = outcome_of("ns/p", returncode, stdout, stderr)
+    assert (outcome.verdict, outcome.found, outcome.ok) == ("failed: no report", found, False)
+
+
+def test_a_report_without_failures_but_a_failing_exit_code_is_not_ok() -> None:
+    document = {"mode": "whole-card", "cards": [], "deviceNodes": [], "checks": []}
+    outcome = outcome_of("ns/p", 1, json.dumps(document), "")
+    assert (outcome.verdict, outcome.problem) == ("failed: exit code", "1")
+
+
+@pytest.mark.parametrize(
+    ("document", "summary"),
+    [
+        (
+            {
+                "mode": "vdcu",
+                "cards": [{"pciBusID": "0000:3b:00.0", "computeUnits": None}],
+                "vdevFiles": [
+                    {
+                        "file": "vdev0.conf",
+                        "parsed": True,
+                        "pciBusID": "0000:3b:00.0",
+                        "computeUnits": 10,
+                        "cus": "0-9",
+                        "memoryMiB": 1024,
+                    },
+                    {"file": "vdev1.conf", "parsed": False, "pciBusID": None},
+                ],
+            },
+            "vDCU 10 CUs (0-9), 1024 MiB of 0000:3b:00.0; vdev1.conf rejected by the parser",
+        ),
+        (
+            {
+                "mode": "whole-card",
+                "cards": [],
+                "deviceNodes": [
+                    {"path": "dev/kfd", "type": "char"},
+                    {"path": "dev/dri/renderD129", "type": "char"},
+                    {"path": "dev/dri/renderD130", "type": "missing"},
+                ],
+            },
+            "whole card renderD129",
+        ),
+        ({"mode": "whole-card", "cards": [], "deviceNodes": []}, "no DCU"),
+    ],
+    ids=["card-size-unknown-and-a-rejected-file", "whole-card-without-sysfs", "nothing"],
+)
+def test_summary_says_what_the_container_got(document: dict[str, Any], summary: str) -> None:
+    assert summarize(document) == summary
+
+
+def test_outcomes_align_and_a_failure_ends_with_its_problem() -> None:
+    text = format_outcomes(
+        [
+            VerifyOutcome(label="ns/long-name", verdict="ok", found="whole card x"),
+            VerifyOutcome(
+                label="ns/b", verdict="failed: overlap", found="vDCU y", problem="masks overlap"
+            ),
+        ]
+    )
+    assert text.splitlines() == [
+        "POD           VERIFY           WHAT VERIFY FOUND",
+        "ns/long-name  ok               whole card x",
+        "ns/b          failed: overlap  vDCU y; masks overlap",
+    ]
 
 
 # --- the build dir ------------------------------------------------------------------------

@@ -3,6 +3,7 @@ and their control flow against stand-in tools that record how they were called."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -148,10 +149,12 @@ def test_image_is_split_into_the_charts_repository_and_tag(
 # --- control flow against stand-in tools ---------------------------------------------------
 
 #: A stand-in for docker, kind, helm, kubectl and make: logs its argv (plus, for
-#: `kind create cluster`, the config it was given) as one JSON line, and answers the few queries
-#: the scripts make from the real example manifests.
+#: `kind create cluster`, the config it was given, and for `kubectl exec -i`, the SHA-256 of its
+#: stdin) as one JSON line, and answers the few queries the scripts make from the real example
+#: manifests. `make pyz` really builds the pyz, as the Makefile does; `verify` in the pod named by
+#: FAKE_VERIFY_FAILS (namespace/name) exits 1.
 FAKE_TOOL = """\
-import json, os, sys
+import hashlib, json, os, subprocess, sys
 from pathlib import Path
 import yaml
 
@@ -159,6 +162,8 @@ tool, args = Path(sys.argv[0]).name, sys.argv[1:]
 record = {"tool": tool, "args": args}
 if tool == "kind" and args[:2] == ["create", "cluster"]:
     record["config"] = Path(args[args.index("--config") + 1]).read_text()
+if tool == "kubectl" and "exec" in args and "-i" in args:
+    record["stdin_sha256"] = hashlib.sha256(sys.stdin.buffer.read()).hexdigest()
 with open(os.environ["FAKE_LOG"], "a") as log:
     log.write(json.dumps(record) + "\\n")
 
@@ -174,6 +179,8 @@ def value(flag):
 
 if tool == "docker" and args == ["info"]:
     sys.exit(int(os.environ.get("FAKE_DOCKER_INFO_RC", "0")))
+if tool == "make" and args == ["pyz"]:
+    subprocess.run([sys.executable, "-m", "dra_driver.pyz", "build/dist/dcu-dra.pyz"], check=True)
 if tool == "kind" and args == ["get", "clusters"]:
     print(os.environ.get("FAKE_CLUSTERS", ""))
 if tool == "kubectl":
@@ -196,7 +203,12 @@ if tool == "kubectl":
     elif "get" in args and "pod" in args:
         print("dcu-dra-worker", end="")
     elif "exec" in args:
-        print("(output of " + " ".join(args[args.index("--") + 1 :])[:40] + ")")
+        command = args[args.index("--") + 1 :]
+        print("(output of " + " ".join(command)[:40] + ")")
+        pod = value("--namespace") + "/" + args[args.index("--") - 1]
+        if "verify" in command and pod == os.environ.get("FAKE_VERIFY_FAILS"):
+            print("FAIL: dev/kfd is missing")
+            sys.exit(1)
 """
 
 
@@ -236,6 +248,9 @@ class Tools:
         if not self.log.exists():
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+PYZ = REPO_ROOT / "build/dist/dcu-dra.pyz"
 
 
 @pytest.mark.parametrize("script", sorted(NEEDS), ids=sorted(NEEDS))
@@ -312,20 +327,35 @@ class DemoRun:
 
     done: subprocess.CompletedProcess[str]
     calls: list[tuple[str, list[str]]]
+    stdin_sha256: list[str | None]
+    """Per call: the SHA-256 of what a `kubectl exec -i` got on stdin (None for other calls)."""
+
+
+def run_demo(base: Path, **env: str) -> DemoRun:
+    tools = Tools(base, tools=TOOLS)
+    done = tools.run(
+        "demo.sh", FAKE_CLUSTERS="demo", CLUSTER_NAME="demo", IMAGE="reg:5000/d:t", **env
+    )
+    calls = tools.calls()
+    return DemoRun(
+        done=done,
+        calls=[(c["tool"], c["args"]) for c in calls],
+        stdin_sha256=[c.get("stdin_sha256") for c in calls],
+    )
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
-    tools = Tools(tmp_path_factory.mktemp("demo"), tools=TOOLS)
-    done = tools.run("demo.sh", FAKE_CLUSTERS="demo", CLUSTER_NAME="demo", IMAGE="reg:5000/d:t")
-    assert done.returncode == 0, done.stdout + done.stderr
-    return DemoRun(done=done, calls=[(c["tool"], c["args"]) for c in tools.calls()])
+    run = run_demo(tmp_path_factory.mktemp("demo"))
+    assert run.done.returncode == 0, run.done.stdout + run.done.stderr
+    return run
 
 
 def test_demo_builds_loads_installs_and_shows_every_example_pod(demo_run: DemoRun) -> None:
     done, calls = demo_run.done, demo_run.calls
 
     assert ("make", ["image", "IMAGE=reg:5000/d:t"]) in calls
+    assert ("make", ["pyz"]) in calls
     assert ("kind", ["load", "docker-image", "reg:5000/d:t", "--name", "demo"]) in calls
     (helm,) = [args for tool, args in calls if tool == "helm"]
     assert helm[:4] == [
@@ -344,9 +374,18 @@ def test_demo_builds_loads_installs_and_shows_every_example_pod(demo_run: DemoRu
     for flag, value in [("--kube-context", "kind-demo"), ("--namespace", "dcu-dra")]:
         assert helm[helm.index(flag) + 1] == value
     assert {"--create-namespace", "--wait"} <= set(helm)
-    # The build comes before the load, the load before the install.
+    # The builds come before the load, the load before the install.
     order = [calls.index(c) for c in calls if c[0] in {"make", "helm"} or c[1][:1] == ["load"]]
-    assert order == sorted(order) and [calls[i][0] for i in order] == ["make", "kind", "helm"]
+    assert [calls[i] for i in order][:2] == [
+        ("make", ["image", "IMAGE=reg:5000/d:t"]),
+        ("make", ["pyz"]),
+    ]
+    assert order == sorted(order) and [calls[i][0] for i in order] == [
+        "make",
+        "make",
+        "kind",
+        "helm",
+    ]
 
     kubectl = [args for tool, args in calls if tool == "kubectl"]
     assert all(a[:2] == ["--context", "kind-demo"] for a in kubectl)
@@ -366,9 +405,34 @@ def test_demo_builds_loads_installs_and_shows_every_example_pod(demo_run: DemoRu
         execs = [a[a.index("--") + 1 :] for a in kubectl if "exec" in a and pod in a]
         assert ["/opt/hyhal/bin/hy-smi", "virtual", "-show-device-info"] in execs
         assert any(e[:2] == ["sh", "-c"] and "/etc/vdev/docker/vdev*.conf" in e[2] for e in execs)
+        # The pyz make built is copied in, then verify runs from it: in that order.
+        in_pod = ["--context", "kind-demo", "--namespace", namespace, "exec"]
+        copy = calls.index(
+            ("kubectl", [*in_pod, "-i", pod, "--", "sh", "-c", "cat > /tmp/dcu-dra.pyz"])
+        )
+        assert demo_run.stdin_sha256[copy] == hashlib.sha256(PYZ.read_bytes()).hexdigest()
+        verify = calls.index(
+            ("kubectl", [*in_pod, pod, "--", "python3", "/tmp/dcu-dra.pyz", "verify"])
+        )
+        assert calls.index(("make", ["pyz"])) < copy < verify
+    assert "$ python3 /tmp/dcu-dra.pyz verify    # build/dist/dcu-dra.pyz" in done.stdout
     waited = {a[a.index("--namespace") + 1] for a in kubectl if "wait" in a}
     assert waited == {namespace for namespace, _ in pods}
     assert done.stdout.rstrip().splitlines()[-1].startswith("demo done")
+
+
+def test_demo_fails_naming_the_pod_verify_failed_in(tmp_path: Path) -> None:
+    """Every pod is still shown; the script then fails, naming the pod, before "demo done"."""
+    run = run_demo(tmp_path, FAKE_VERIFY_FAILS="dcu-quarter/quarter")
+    assert run.done.returncode == 1
+    assert run.done.stderr.strip() == (
+        "kind/demo.sh: dcu-dra verify failed in pod(s) dcu-quarter/quarter: see the FAIL lines of "
+        "their reports above"
+    )
+    assert "FAIL: dev/kfd is missing" in run.done.stdout
+    for namespace, pod in example_pods():
+        assert f"--- pod {namespace}/{pod} on node" in run.done.stdout
+    assert "demo done" not in run.done.stdout
 
 
 def test_demo_vdev_snippet_says_so_for_a_whole_card_pod(tmp_path: Path) -> None:

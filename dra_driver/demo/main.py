@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(session: DemoSession) -> None:
     """The steps, in order; each prints its own progress line."""
+    session.build_pyz()
     session.start_control_plane()
     session.apply_deploy()
     session.start_nodes()

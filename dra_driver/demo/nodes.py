@@ -89,6 +89,11 @@ class DemoNode:
             self._kubelet_started = False
             self.kubelet.stop()
 
+    @property
+    def has_plain_device_nodes(self) -> bool:
+        """Whether the mock node's device nodes are plain files (it was made without root)."""
+        return (self.root / "dev" / "kfd").is_file()
+
     def leftover_files(self) -> list[Path]:
         """The vdev files and per-claim CDI specs still on disk."""
         return [*self.plugin.vdev_files(), *self.plugin.spec_files()]

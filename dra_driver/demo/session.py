@@ -17,9 +17,18 @@ from typing import Any
 
 from dra_driver import DRIVER_NAME
 from dra_driver.demo.console import DemoError, say, shown, step
+from dra_driver.demo.containers import (
+    ContainerTarget,
+    VerifyOutcome,
+    failure_message,
+    format_outcomes,
+    lay_out,
+    run_verify,
+)
 from dra_driver.demo.nodes import DemoNode, describe_inventory
 from dra_driver.demo.table import ShareRow, build_rows, format_json, format_table
 from dra_driver.kube import NotFound, paths
+from dra_driver.pyz import build_pyz
 from dra_driver.state import VDEV_SUBDIR
 from dra_driver.testing.cluster import (
     REPO_ROOT,
@@ -29,6 +38,7 @@ from dra_driver.testing.cluster import (
     is_pod_running,
     load_yaml,
 )
+from dra_driver.testing.container import read_spec_dir
 from dra_driver.testing.fakekubelet import UNPREPARE
 from dra_driver.testing.waiting import wait_for
 from dra_driver.vdev import VdevConfig, read_vdev_dir, vdev_file_name
@@ -53,12 +63,23 @@ class DemoSession:
     def __init__(self, build_dir: Path) -> None:
         self.build_dir = build_dir
         self.log = build_dir / "demo.log"
+        self.pyz = build_dir / "dcu-dra.pyz"
+        self.containers_dir = build_dir / "containers"
         self.plane = ControlPlane(data_dir=build_dir)
         self.nodes: list[DemoNode] = []
         self.example_pods: list[tuple[str, str]] = []
         self._plane_started = False
 
     # --- start ----------------------------------------------------------------------------
+
+    def build_pyz(self) -> None:
+        """Build the one-file dcu-dra that runs ``verify`` in each example pod's container."""
+        say(f"building {shown(self.pyz)}: the one-file dcu-dra the example pods run verify from")
+        started = time.monotonic()
+        with step("building the one-file dcu-dra", log=self.log):
+            # Bytecode for this Python: each of the verify runs starts in half the time.
+            build_pyz(self.pyz, include_bytecode=True)
+        logger.info("built %s in %.2f s", self.pyz, time.monotonic() - started)
 
     def start_control_plane(self) -> None:
         """Start etcd, kube-apiserver, scheduler and controller manager; ~3 s."""
@@ -202,7 +223,11 @@ class DemoSession:
             )
 
     def show(self) -> None:
-        """Print the table, then the vdev file and CDI spec of the quarter-card share."""
+        """Print the table and verify's verdict on every example pod's container.
+
+        Then, for the quarter-card share: its vdev file, its CDI spec and verify's full report
+        from inside its container. Fails when verify found a problem in any container.
+        """
         rows = self.rows()
         claims = len({row.claim_uid for row in rows})
         say(f"{len(rows)} prepared devices and shares of {claims} claims")
@@ -211,17 +236,77 @@ class DemoSession:
         showcase = next(
             (r for r in shares if SHOWCASE_POD in r.pods), shares[0] if shares else None
         )
-        if showcase is None or showcase.vdev is None:
-            return
-        node = next(n for n in self.nodes if n.name == showcase.node)
-        vdev_file = node.plugin.vdev_dir(showcase.claim_uid) / vdev_file_name(showcase.vdev.vdev_id)
-        spec_file = node.plugin.spec_file(showcase.claim_uid)
+        targets = self._container_targets()
+        showcase_target = next(
+            (t for t in targets if showcase is not None and t.label in showcase.pods), None
+        )
+        started = time.monotonic()
+        with step("running dcu-dra verify in the containers", log=self.log):
+            outcomes, report = run_verify(self.pyz, targets, text_of=showcase_target)
+        logger.info(
+            "verify ran in %d containers in %.2f s", len(targets), time.monotonic() - started
+        )
+        say(
+            "dcu-dra verify inside each example pod's container (laid out from its CDI devices "
+            f"under {shown(self.containers_dir)}/; run as python -I -S {shown(self.pyz)} verify):"
+        )
+        print(format_outcomes(outcomes), end="", flush=True)
+        if showcase is not None and showcase.vdev is not None:
+            self._show_share_files(showcase, showcase.vdev)
+        if showcase_target is not None and report is not None:
+            say(
+                f"what dcu-dra verify reports inside {showcase_target.label} "
+                f"(run in {shown(showcase_target.view.root)}):"
+            )
+            print(report, end="", flush=True)
+        self._fail_on_problems(outcomes)
+
+    def _show_share_files(self, share: ShareRow, vdev: VdevConfig) -> None:
+        node = next(n for n in self.nodes if n.name == share.node)
+        vdev_file = node.plugin.vdev_dir(share.claim_uid) / vdev_file_name(vdev.vdev_id)
+        spec_file = node.plugin.spec_file(share.claim_uid)
         with step("reading the showcase share's files", log=node.plugin.log_file):
             vdev_text, spec_text = vdev_file.read_text(), spec_file.read_text()
-        say(f"the vdev file of {', '.join(showcase.pods)} ({shown(vdev_file)}):")
+        say(f"the vdev file of {', '.join(share.pods)} ({shown(vdev_file)}):")
         print(vdev_text, end="", flush=True)
         say(f"its per-claim CDI spec ({shown(spec_file)}):")
         print(format_json(json.loads(spec_text)), flush=True)
+
+    def _container_targets(self) -> list[ContainerTarget]:
+        """Lay out every example pod's containers from the CDI IDs its kubelet passed them."""
+        with step("laying out the example pods' containers from their CDI specs", log=self.log):
+            specs = {node.name: read_spec_dir(node.plugin.cdi_dir) for node in self.nodes}
+            targets: list[ContainerTarget] = []
+            for (namespace, name), pod in sorted(self._pod_states().items()):
+                node_name = ((pod or {}).get("spec") or {}).get("nodeName")
+                node = next((n for n in self.nodes if n.name == node_name), None)
+                if node is None:
+                    raise ValueError(f"{namespace}/{name} is on no demo node ({node_name})")
+                try:
+                    containers = node.kubelet.container_cdi_ids((namespace, name))
+                except KeyError as exc:
+                    raise ValueError(f"{node.name}: {exc.args[0]}") from exc
+                targets.extend(
+                    lay_out(
+                        self.containers_dir,
+                        pod=f"{namespace}/{name}",
+                        containers=containers,
+                        specs=specs[node.name],
+                        sys_dir=node.root / "sys",
+                        allow_plain_files=node.has_plain_device_nodes,
+                    )
+                )
+            return targets
+
+    def _fail_on_problems(self, outcomes: list[VerifyOutcome]) -> None:
+        for outcome in outcomes:
+            if not outcome.ok:
+                logger.error(
+                    "verify in %s: %s: %s", outcome.label, outcome.verdict, outcome.problem
+                )
+        message = failure_message(outcomes)
+        if message is not None:
+            raise DemoError(message, self.log)
 
     def print_try_lines(self) -> None:
         """What to run while ``--keep`` holds the cluster."""

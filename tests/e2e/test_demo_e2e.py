@@ -141,6 +141,18 @@ def section(lines: list[str], title: str) -> tuple[str, list[str]]:
     return path[1], body
 
 
+def verify_rows(lines: list[str]) -> dict[str, tuple[str, str]]:
+    """The verify table after the result table: ``POD -> (VERIFY, WHAT VERIFY FOUND)``."""
+    _, body = section(lines, "dcu-dra verify inside each example pod's container")
+    header, *rows = body
+    found_at = header.index("WHAT VERIFY FOUND")
+    assert header.split() == ["POD", "VERIFY", "WHAT", "VERIFY", "FOUND"], header
+    return {
+        row.split()[0]: (row[len(row.split()[0]) : found_at].strip(), row[found_at:])
+        for row in rows
+    }
+
+
 @pytest.fixture
 def build_dir() -> Iterator[Path]:
     """Short (the plugins' sockets live under it) and apart from a developer's build/demo."""
@@ -233,6 +245,27 @@ def test_demo_prepares_every_example_and_cleans_up(
     printed.write_text("\n".join(spec_lines))
     assert cdi_validate.validate_file(printed, schema_dir=CDI_SCHEMA_DIR) == []
     assert quarter["CDI IDS"].partition("=")[2] in printed.read_text()
+
+    # verify ran from the one-file pyz inside every example pod's container, and passed.
+    assert f"==> building {build_dir / 'dcu-dra.pyz'}: " in done.stdout  # outside cwd: absolute
+    verdicts = verify_rows(lines)
+    pods = sorted(
+        f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in example_objects("Pod")
+    )
+    assert sorted(verdicts) == pods
+    assert {verdict for verdict, _ in verdicts.values()} == {"ok"}, verdicts
+    assert verdicts["dcu-quarter/quarter"][1] == (
+        f"vDCU {quarter['CUS']}/{mock_devices[quarter['DEVICE']].compute_units} CUs "
+        f"({quarter['CU MASK']}), "
+        f"{parse_integral_quantity(quarter['MEMORY']) // MIB} MiB of {config.pci_bus_id}"
+    )
+    whole = [row for row in rows if row["CU MASK"] == "whole card"]
+    assert whole and all(verdicts[row["POD"]][1].startswith("whole card 0000:") for row in whole)
+    report_dir, report = section(lines, "what dcu-dra verify reports inside dcu-quarter/quarter")
+    assert report_dir.startswith("run in ") and report_dir.endswith("/dcu-quarter/quarter/ctr")
+    assert report[0] == "vDCU container: 1 vdev file(s) in etc/vdev/docker"
+    assert not [line for line in report if line.startswith("FAIL")]
+    assert re.fullmatch(r"verify: all \d+ checks passed", report[-1]), report[-1]
 
     assert f"==> unprepared {len(claim_uids)} claims; no vdev or CDI files left" in lines
     assert_no_files_left(build_dir)
