@@ -40,10 +40,9 @@ from dra_driver.convert import (
     share_compute_units,
 )
 from dra_driver.errors import ConvertError
-from dra_driver.kube import AlreadyExists, ApiError, KubeClient, paths
+from dra_driver.kube import ApiError, KubeClient, paths
 from dra_driver.mock import create_mock_node, parse_config
 from dra_driver.quantity import parse_integral_quantity
-from dra_driver.state import VDEV_SUBDIR
 from dra_driver.testing.cluster import (
     ControlPlane,
     allocation_results,
@@ -52,10 +51,12 @@ from dra_driver.testing.cluster import (
     is_pod_running,
     load_yaml,
     pod_claims,
+    temporary_objects,
     unique_name,
     wait_for_pod_running,
 )
 from dra_driver.testing.fakekubelet import FakeKubelet
+from dra_driver.testing.plugin_process import PluginProcess
 from dra_driver.testing.waiting import wait_for
 from dra_driver.vdev import read_vdev_dir
 
@@ -843,21 +844,13 @@ def converted_into(name: str, options: dict[str, Any], namespace: str) -> Conver
 def cluster_objects(control_plane: ControlPlane) -> Iterator[KubeClient]:
     """deploy/'s DeviceClasses and claims admission policy, effective; removed if we made them."""
     kube = control_plane.client
-    created: list[dict[str, Any]] = []
-    try:
-        for name in ("deviceclass.yaml", "admission-claims.yaml"):
-            for document in load_yaml((DEPLOY_DIR / name).read_text()):
-                try:
-                    created.append(kube.create(paths.collection_path(document), document))
-                except AlreadyExists:
-                    pass
+    documents = [
+        document
+        for name in ("deviceclass.yaml", "admission-claims.yaml")
+        for document in load_yaml((DEPLOY_DIR / name).read_text())
+    ]
+    with temporary_objects(kube, documents):
         yield kube
-    finally:
-        for obj in reversed(created):
-            try:
-                kube.delete(paths.object_path(obj))
-            except ApiError as exc:  # cleanup must not hide the test's own result
-                print(f"cleanup of {obj['kind']} {obj['metadata']['name']} failed: {exc}")
 
 
 def policy_is_effective(kube: KubeClient, namespace: str) -> bool:
@@ -1015,7 +1008,7 @@ class RunNode:
     """A fake kubelet with the real daemon on a mock node of :data:`RUN_NODE`."""
 
     kubelet: FakeKubelet
-    data_dir: Path
+    plugin: PluginProcess
 
 
 @pytest.fixture
@@ -1030,49 +1023,17 @@ def run_node(cluster_objects: KubeClient, control_plane: ControlPlane) -> Iterat
         registry_dir=base / "registry",
         plugins_dir=base / "plugins",
     ).start()
-    data_dir = base / "plugins" / DRIVER_NAME
-    log = base / "plugin.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "dcu-dra"),
-                "kubelet-plugin",
-                "--node-name",
-                kubelet.node_name,
-                "--root",
-                str(root),
-                "--kubeconfig",
-                str(control_plane.kubeconfig),
-                "--registrar-dir",
-                str(kubelet.registry_dir),
-                "--plugin-data-dir",
-                str(data_dir),
-                "--cdi-dir",
-                str(base / "cdi"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    plugin = PluginProcess.for_kubelet(
+        kubelet, base, root=root, kubeconfig=control_plane.kubeconfig
+    )
     try:
+        plugin.start().wait_for_registration_socket()
         kubelet.wait_for_plugin(DRIVER_NAME, timeout_s=30)
-        wait_for(
-            lambda: kube.list(
-                paths.resource_slices(),
-                field_selector=f"spec.driver={DRIVER_NAME},spec.nodeName={kubelet.node_name}",
-            )["items"],
-            timeout_s=30,
-            description=f"the daemon to publish the slice of {kubelet.node_name}",
-            details=lambda: log.read_text()[-2000:],
-        )
-        yield RunNode(kubelet=kubelet, data_dir=data_dir)
+        plugin.wait_for_slices(kube)
+        yield RunNode(kubelet=kubelet, plugin=plugin)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if plugin.process is not None:
+            plugin.stop()
         kubelet.stop()
         try:
             kube.delete_collection(
@@ -1143,7 +1104,7 @@ def test_converted_workloads_run_on_the_dcus_hami_would_have_given_them(
                 60,
                 60,
             ]
-            vdevs = read_vdev_dir(run_node.data_dir / VDEV_SUBDIR / claim["metadata"]["uid"])
+            vdevs = read_vdev_dir(run_node.plugin.vdev_dir(claim["metadata"]["uid"]))
             assert sorted((v.pci_bus_id, v.cu_count, v.memory_mib) for v in vdevs) == [
                 ("0000:af:00.0", 60, 8192),
                 ("0000:d8:00.0", 60, 8192),
@@ -1153,7 +1114,7 @@ def test_converted_workloads_run_on_the_dcus_hami_would_have_given_them(
         [result] = allocation_results(claim)
         assert result["device"] in Z100S
         used.add(result["device"])
-        [vdev] = read_vdev_dir(run_node.data_dir / VDEV_SUBDIR / claim["metadata"]["uid"])
+        [vdev] = read_vdev_dir(run_node.plugin.vdev_dir(claim["metadata"]["uid"]))
         assert (vdev.cu_count, vdev.memory_mib) == (15, 8188)
 
         # The whole card goes to a card without shares: the other Z100 or the excluded K100_AI.

@@ -3,11 +3,13 @@
 :class:`ControlPlane` runs ``build/bin/controlplane`` (built by ``make controlplane``): it waits
 for its ``READY kubeconfig=FILE`` line and on :meth:`ControlPlane.stop` sends SIGTERM, then
 SIGKILL to the whole process group, so nothing is left behind. The helpers create objects from
-YAML, manage per-test namespaces and read pod and claim state.
+YAML (for good, or for a while with :func:`temporary_objects`), manage per-test namespaces and
+read pod and claim state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -15,14 +17,14 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from dra_driver.errors import DriverError
-from dra_driver.kube import AlreadyExists, KubeClient, NotFound, paths
+from dra_driver.kube import AlreadyExists, ApiError, KubeClient, NotFound, paths
 from dra_driver.testing.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -230,6 +232,52 @@ def ensure_object(client: KubeClient, obj: Mapping[str, Any]) -> dict[str, Any]:
         return client.create(paths.collection_path(obj), obj)
     except AlreadyExists:
         return client.get(paths.object_path(obj))
+
+
+@contextlib.contextmanager
+def temporary_objects(
+    client: KubeClient, objects: Iterable[Mapping[str, Any]], *, timeout_s: float = 120.0
+) -> Iterator[list[dict[str, Any]]]:
+    """Create each object unless one of its name exists; on exit delete the ones created here.
+
+    For cluster objects that several test modules need (RBAC, DeviceClasses, admission
+    policies): objects already there belong to someone else and are kept. Ours are deleted
+    newest first, and a failed delete is printed, not raised, so that cleanup never hides the
+    test's own result. A Namespace that an earlier user deleted may still be terminating;
+    nothing can be created in it until it is gone, so that is waited for (``timeout_s``).
+    Yields the objects created, as the server returned them.
+    """
+    created: list[dict[str, Any]] = []
+    try:
+        for obj in objects:
+            if obj["kind"] == "Namespace":
+                _wait_until_not_terminating(client, obj["metadata"]["name"], timeout_s=timeout_s)
+            try:
+                created.append(client.create(paths.collection_path(obj), obj))
+            except AlreadyExists:
+                pass
+        yield created
+    finally:
+        for obj in reversed(created):
+            try:
+                client.delete(paths.object_path(obj))
+            except NotFound:
+                pass
+            except ApiError as exc:
+                print(f"cleanup of {obj['kind']} {obj['metadata']['name']} failed: {exc}")
+
+
+def _wait_until_not_terminating(client: KubeClient, name: str, *, timeout_s: float) -> None:
+    """Wait until namespace ``name`` is Active or gone."""
+
+    def settled() -> bool:
+        try:
+            namespace = client.get(paths.namespaces(name))
+        except NotFound:
+            return True
+        return bool((namespace.get("status") or {}).get("phase") != "Terminating")
+
+    wait_for(settled, timeout_s=timeout_s, description=f"namespace {name} to finish terminating")
 
 
 # --- reading state ------------------------------------------------------------------------

@@ -6,12 +6,14 @@ server), and stops it with SIGTERM, then SIGKILL. Every wait notices a daemon th
 early and fails with the tail of its log, which is where the reason is.
 
 It also knows where the daemon leaves its files (per-claim CDI specs, vdev directories, the
-checkpoint), so callers can look at them without repeating the layout.
+checkpoint) and its sockets, so callers can look at them without repeating the layout.
+:meth:`PluginProcess.in_directory` and :meth:`PluginProcess.for_kubelet` build the two
+layouts tests use: everything under one directory, or mounted beside a fake kubelet as the
+DaemonSet mounts it beside the real one.
 """
 
 from __future__ import annotations
 
-import copy
 import ctypes
 import json
 import os
@@ -20,14 +22,18 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dra_driver import DRIVER_NAME, cdi
 from dra_driver.checkpoint import CHECKPOINT_FILE
 from dra_driver.errors import DriverError
 from dra_driver.kube import KubeClient, paths
+from dra_driver.kubeletplugin.plugin_server import DRA_SOCKET_NAME
 from dra_driver.state import VDEV_SUBDIR, claim_kind
 from dra_driver.testing.waiting import wait_for
+
+if TYPE_CHECKING:
+    from dra_driver.testing.fakekubelet import FakeKubelet
 
 T = TypeVar("T")
 
@@ -66,9 +72,10 @@ def dcu_dra_command() -> list[str]:
 class PluginProcess:
     """One ``dcu-dra kubelet-plugin`` process for one node.
 
-    Construct it with the daemon's directories, then :meth:`start` it. It is not started
-    twice; :meth:`restart` returns a new instance with the same arguments (and so the same
-    directories and state).
+    Construct it with the daemon's directories (or with :meth:`in_directory` or
+    :meth:`for_kubelet`), then :meth:`start` it. :meth:`restart` stops it and starts it again
+    with the same arguments, so the same directories and state. :attr:`args` is the command
+    line, for a test that runs it in the foreground to see stderr apart from stdout.
     """
 
     def __init__(
@@ -82,8 +89,14 @@ class PluginProcess:
         cdi_dir: Path,
         log_file: Path,
         driver_name: str = DRIVER_NAME,
+        boot_id_file: Path | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
+        """Describe the daemon; nothing runs until :meth:`start`.
+
+        ``boot_id_file`` replaces the kernel's boot id, so a test can play a reboot by
+        changing the file's content between two starts.
+        """
         self.node_name = node_name
         self.driver_name = driver_name
         self.registrar_dir = registrar_dir
@@ -107,9 +120,68 @@ class PluginProcess:
             str(data_dir),
             "--cdi-dir",
             str(cdi_dir),
+            *(["--boot-id-file", str(boot_id_file)] if boot_id_file is not None else []),
             *extra_args,
         ]
         self.process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def in_directory(
+        cls,
+        base: Path,
+        *,
+        node_name: str,
+        root: Path,
+        kubeconfig: Path,
+        boot_id_file: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> PluginProcess:
+        """A daemon with everything under ``base``: ``reg/``, ``data/``, ``cdi/``, ``plugin.log``.
+
+        For a daemon that no kubelet watches: tests call its DRA socket themselves. Keep
+        ``base`` short; the sockets' paths must fit ``AF_UNIX``'s 108 bytes.
+        """
+        return cls(
+            node_name=node_name,
+            root=root,
+            kubeconfig=kubeconfig,
+            registrar_dir=base / "reg",
+            data_dir=base / "data",
+            cdi_dir=base / "cdi",
+            log_file=base / "plugin.log",
+            boot_id_file=boot_id_file,
+            extra_args=extra_args,
+        )
+
+    @classmethod
+    def for_kubelet(
+        cls,
+        kubelet: FakeKubelet,
+        base: Path,
+        *,
+        root: Path,
+        kubeconfig: Path,
+        extra_args: Sequence[str] = (),
+    ) -> PluginProcess:
+        """A daemon of ``kubelet``'s node, mounted as the DaemonSet mounts it.
+
+        The kubelet's registration dir is the registrar dir and ``<plugins dir>/<driver>`` the
+        plugin data dir; the CDI dir (``cdi/``) and the log (``plugin.log``) are under ``base``.
+        """
+        if kubelet.plugins_dir is None:
+            raise PluginProcessError(
+                f"the fake kubelet of node {kubelet.node_name} has no plugins dir to mount"
+            )
+        return cls(
+            node_name=kubelet.node_name,
+            root=root,
+            kubeconfig=kubeconfig,
+            registrar_dir=kubelet.registry_dir,
+            data_dir=kubelet.plugins_dir / DRIVER_NAME,
+            cdi_dir=base / "cdi",
+            log_file=base / "plugin.log",
+            extra_args=extra_args,
+        )
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -147,12 +219,14 @@ class PluginProcess:
         return self.process.wait()
 
     def restart(self, sig: int = signal.SIGTERM) -> PluginProcess:
-        """Stop this daemon (if running) and start a new one with the same arguments."""
+        """Stop the daemon with ``sig`` (if it runs) and start it again; returns ``self``.
+
+        The new process appends to the same log, so :meth:`output` holds both runs.
+        """
         if self.process is not None:
             self.stop(sig)
-        again = copy.copy(self)
-        again.process = None
-        return again.start()
+            self.process = None
+        return self.start()
 
     @property
     def returncode(self) -> int | None:
@@ -163,8 +237,19 @@ class PluginProcess:
 
     @property
     def registration_socket(self) -> Path:
-        """The socket the kubelet's plugin watcher finds in the registrar dir."""
+        """The socket the kubelet's plugin watcher finds in the registrar dir.
+
+        As named without ``--rolling-update``, which puts the pod UID into both sockets' names.
+        """
         return self.registrar_dir / f"{self.driver_name}-reg.sock"
+
+    @property
+    def dra_socket(self) -> Path:
+        """The socket the kubelet calls (NodePrepareResources, ...).
+
+        As named without ``--rolling-update``, like :attr:`registration_socket`.
+        """
+        return self.data_dir / DRA_SOCKET_NAME
 
     def wait_for_registration_socket(self, *, timeout_s: float = DEFAULT_READY_TIMEOUT_S) -> None:
         """Wait until the daemon's registration socket exists."""

@@ -15,6 +15,8 @@ from dra_driver.testing.fakekubelet import FakeKubelet
 
 #: A container image that is never pulled (there is no runtime); any valid name works.
 IMAGE = "registry.k8s.io/pause:3.10"
+#: A quarter of :func:`shared_device` (one of its four vdevices).
+QUARTER = {"cores": "15", "memory": "2Gi"}
 
 
 def shared_device(name: str) -> dict[str, Any]:
@@ -62,6 +64,17 @@ def publish_devices(
             devices=devices,
         ),
     )
+
+
+def offer_shared_device(client: KubeClient, kubelet: FakeKubelet, *, driver: str) -> None:
+    """Once the driver's plugin is registered with ``kubelet``, offer one shareable device.
+
+    Publishes :func:`shared_device` ``dev-0`` on the kubelet's node and a DeviceClass named
+    like the driver that selects it.
+    """
+    kubelet.wait_for_plugin(driver)
+    publish_devices(client, kubelet, driver, [shared_device("dev-0")])
+    apply_device_class(client, driver=driver)
 
 
 def apply_device_class(client: KubeClient, *, driver: str) -> None:

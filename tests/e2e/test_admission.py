@@ -23,12 +23,10 @@ from typing import Any
 import pytest
 
 from dra_driver.kube import (
-    AlreadyExists,
     ApiError,
     Forbidden,
     Invalid,
     KubeClient,
-    NotFound,
     paths,
 )
 from dra_driver.testing.cluster import (
@@ -38,20 +36,27 @@ from dra_driver.testing.cluster import (
     delete_namespace,
     load_yaml,
     resource_slice,
+    temporary_objects,
     unique_name,
 )
 from dra_driver.testing.waiting import wait_for
+from tests.e2e.conftest import (
+    DEPLOY_DIR,
+    PLUGIN_ACCOUNT,
+    PLUGIN_NAMESPACE,
+    create_node,
+    create_plugin_pod,
+    delete_quietly,
+    request_plugin_token,
+)
 
 pytestmark = pytest.mark.e2e
 
-DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
 EXAMPLES = sorted((DEPLOY_DIR / "examples").glob("*.yaml"))
 #: Created in this order: the namespace and account before anything refers to them.
 DEPLOY_FILES = ("rbac.yaml", "deviceclass.yaml", "admission-claims.yaml", "admission-slices.yaml")
 
 DRIVER = "dcu.hygon.com"
-PLUGIN_NAMESPACE = "dcu-dra"
-PLUGIN_ACCOUNT = "dcu-dra-kubelet-plugin"
 CLAIMS_POLICY = "resourceclaims.dcu.hygon.com"
 SLICES_POLICY = "resourceslices.dcu.hygon.com"
 #: Policies and RBAC bindings are picked up by informers, a moment after they are created.
@@ -159,21 +164,9 @@ def slice_for(node: str, *, driver: str = DRIVER) -> dict[str, Any]:
 def deployed(control_plane: ControlPlane) -> Iterator[KubeClient]:
     """deploy/'s cluster objects, created for this module (objects already there are kept)."""
     kube = control_plane.client
-    created: list[dict[str, Any]] = []
-    try:
-        for name in DEPLOY_FILES:
-            for doc in load_yaml((DEPLOY_DIR / name).read_text()):
-                try:
-                    created.append(kube.create(paths.collection_path(doc), doc))
-                except AlreadyExists:
-                    pass
+    documents = [doc for name in DEPLOY_FILES for doc in load_yaml((DEPLOY_DIR / name).read_text())]
+    with temporary_objects(kube, documents):
         yield kube
-    finally:
-        for obj in reversed(created):
-            try:
-                kube.delete(paths.object_path(obj))
-            except ApiError as exc:  # cleanup must not hide the test's own result
-                print(f"cleanup of {obj['kind']} {obj['metadata']['name']} failed: {exc}")
 
 
 @pytest.fixture(scope="module")
@@ -206,24 +199,6 @@ class PluginIdentity:
     other_node: str
 
 
-def request_token(kube: KubeClient, *, bound_pod: Mapping[str, Any] | None) -> str:
-    """A token of the plugin's ServiceAccount (TokenRequest API), optionally bound to a Pod."""
-    spec: dict[str, Any] = {"expirationSeconds": 600}
-    if bound_pod is not None:
-        metadata = bound_pod["metadata"]
-        spec["boundObjectRef"] = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "name": metadata["name"],
-            "uid": metadata["uid"],
-        }
-    answer = kube.create(
-        paths.service_accounts(PLUGIN_NAMESPACE, PLUGIN_ACCOUNT) + "/token",
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
-    )
-    return str(answer["status"]["token"])
-
-
 def client_with_token(kube: KubeClient, token: str) -> KubeClient:
     """A client for the same API server that authenticates with ``token`` only."""
     config = dataclasses.replace(
@@ -238,21 +213,13 @@ def plugin(deployed: KubeClient) -> Iterator[PluginIdentity]:
     kube = deployed
     node = unique_name("node-a")
     other_node = unique_name("node-b")
-    pod_name = unique_name("plugin")
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": pod_name, "namespace": PLUGIN_NAMESPACE},
-        "spec": {
-            "nodeName": node,
-            "serviceAccountName": PLUGIN_ACCOUNT,
-            "containers": [{"name": "plugin", "image": "registry.k8s.io/pause:3.10"}],
-        },
-    }
     # The Node first: the token records the node of the Pod it is bound to.
-    kube.create(paths.nodes(), {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
+    create_node(kube, node)
+    pod_name: str | None = None
     try:
-        token = request_token(kube, bound_pod=kube.create(paths.pods(PLUGIN_NAMESPACE), pod))
+        pod = create_plugin_pod(kube, node)
+        pod_name = pod["metadata"]["name"]
+        token = request_plugin_token(kube, bound_pod=pod)
         with client_with_token(kube, token) as client:
 
             def policy_rejects() -> bool:
@@ -267,11 +234,9 @@ def plugin(deployed: KubeClient) -> Iterator[PluginIdentity]:
             )
             yield PluginIdentity(client=client, token=token, node=node, other_node=other_node)
     finally:
-        for path in (paths.pods(PLUGIN_NAMESPACE, pod_name), paths.nodes(node)):
-            try:
-                kube.delete(path, grace_period_s=0)
-            except NotFound:
-                pass
+        if pod_name is not None:
+            delete_quietly(kube, paths.pods(PLUGIN_NAMESPACE, pod_name))
+        delete_quietly(kube, paths.nodes(node))
 
 
 @pytest.fixture
@@ -568,7 +533,7 @@ def test_plugin_token_without_a_pod_may_not_write_slices(
 ) -> None:
     """plugin: only to wait until the slices policy applies."""
     body = slice_for(plugin.node)
-    with client_with_token(deployed, request_token(deployed, bound_pod=None)) as client:
+    with client_with_token(deployed, request_plugin_token(deployed, bound_pod=None)) as client:
         with pytest.raises(Forbidden) as caught:
             client.create(paths.resource_slices(), body)
     assert caught.value.message == denied(

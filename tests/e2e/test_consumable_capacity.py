@@ -25,12 +25,11 @@ from dra_driver.testing.fakekubelet import PREPARE, UNPREPARE
 from dra_driver.testing.waiting import wait_for
 from tests.e2e.conftest import FakeKubeletFactory, StubPluginFactory
 from tests.e2e.scenario import (
-    apply_device_class,
+    QUARTER,
     create_claim,
     create_claim_template,
     create_pod,
-    publish_devices,
-    shared_device,
+    offer_shared_device,
     unschedulable_message,
 )
 from tests.e2e.stubplugin import cdi_id
@@ -47,7 +46,6 @@ UNSCHEDULABLE = (
     r"still not schedulable, preemption: 0/\d+ nodes are available: "
     r"(.+, )?\d+ Preemption is not helpful for scheduling(, .+)?\.$"
 )
-QUARTER = {"cores": "15", "memory": "2Gi"}
 
 
 def list_pods(kube: KubeClient, namespace: str) -> list[dict[str, Any]]:
@@ -68,9 +66,7 @@ def test_four_shares_fit_on_one_device_and_the_fifth_pod_waits(
 ) -> None:
     kubelet = fake_kubelet()
     plugin = stub_plugin(kubelet, driver=driver_name)
-    kubelet.wait_for_plugin(driver_name)
-    publish_devices(kube, kubelet, driver_name, [shared_device("dev-0")])
-    apply_device_class(kube, driver=driver_name)
+    offer_shared_device(kube, kubelet, driver=driver_name)
     create_claim_template(kube, namespace, "quarter", driver=driver_name, capacity=QUARTER)
 
     names = [f"share-{index}" for index in range(5)]
@@ -152,9 +148,7 @@ def test_claim_without_capacity_requests_takes_the_whole_device(
 ) -> None:
     kubelet = fake_kubelet()
     stub_plugin(kubelet, driver=driver_name)
-    kubelet.wait_for_plugin(driver_name)
-    publish_devices(kube, kubelet, driver_name, [shared_device("dev-0")])
-    apply_device_class(kube, driver=driver_name)
+    offer_shared_device(kube, kubelet, driver=driver_name)
     create_claim(kube, namespace, "whole", driver=driver_name, capacity=None)
     create_claim_template(kube, namespace, "quarter", driver=driver_name, capacity=QUARTER)
 

@@ -24,18 +24,17 @@ from dra_driver.testing.fakekubelet import PREPARE, UNPREPARE
 from dra_driver.testing.waiting import wait_for
 from tests.e2e.conftest import FakeKubeletFactory, StubPluginFactory
 from tests.e2e.scenario import (
-    apply_device_class,
+    QUARTER,
     create_claim,
     create_claim_template,
     create_pod,
+    offer_shared_device,
     publish_devices,
     shared_device,
 )
 from tests.e2e.stubplugin import cdi_id
 
 pytestmark = pytest.mark.e2e
-
-QUARTER = {"cores": "15", "memory": "2Gi"}
 
 
 def node_slices(kube: KubeClient, node: str) -> list[dict[str, Any]]:
@@ -131,8 +130,7 @@ def test_v1beta1_only_plugin_gets_v1beta1_calls_without_share_id(
     kubelet = fake_kubelet()
     plugin = stub_plugin(kubelet, driver=driver_name, services=("v1beta1.DRAPlugin",))
     assert kubelet.wait_for_plugin(driver_name).service == "v1beta1.DRAPlugin"
-    publish_devices(kube, kubelet, driver_name, [shared_device("dev-0")])
-    apply_device_class(kube, driver=driver_name)
+    offer_shared_device(kube, kubelet, driver=driver_name)
     create_claim_template(kube, namespace, "quarter", driver=driver_name, capacity=QUARTER)
 
     pod = create_pod(kube, namespace, "beta", template="quarter")
@@ -164,9 +162,7 @@ def test_shared_claim_is_prepared_once_and_unprepared_after_the_last_pod(
     """§5: a claim already prepared on the node is not prepared again; unprepare is last."""
     kubelet = fake_kubelet()
     plugin = stub_plugin(kubelet, driver=driver_name)
-    kubelet.wait_for_plugin(driver_name)
-    publish_devices(kube, kubelet, driver_name, [shared_device("dev-0")])
-    apply_device_class(kube, driver=driver_name)
+    offer_shared_device(kube, kubelet, driver=driver_name)
     claim = create_claim(kube, namespace, "shared", driver=driver_name, capacity=QUARTER)
     uid = claim["metadata"]["uid"]
 
@@ -206,9 +202,7 @@ def test_failed_prepare_keeps_the_pod_pending_and_is_retried(
     """§5: any prepare failure fails the pod start, which is retried later."""
     kubelet = fake_kubelet(retry_interval_s=2.0)
     stub_plugin(kubelet, driver=driver_name, prepare_failures=1)
-    kubelet.wait_for_plugin(driver_name)
-    publish_devices(kube, kubelet, driver_name, [shared_device("dev-0")])
-    apply_device_class(kube, driver=driver_name)
+    offer_shared_device(kube, kubelet, driver=driver_name)
     create_claim_template(kube, namespace, "quarter", driver=driver_name, capacity=QUARTER)
 
     create_pod(kube, namespace, "flaky", template="quarter")
@@ -295,9 +289,7 @@ def test_restarted_kubelet_prepares_the_claims_of_running_pods_again(
     state = tmp_path / "dra_manager_state"
     first = fake_kubelet(state_file=state)
     plugin = stub_plugin(first, driver=driver_name)
-    first.wait_for_plugin(driver_name)
-    publish_devices(kube, first, driver_name, [shared_device("dev-0")])
-    apply_device_class(kube, driver=driver_name)
+    offer_shared_device(kube, first, driver=driver_name)
     create_claim_template(kube, namespace, "quarter", driver=driver_name, capacity=QUARTER)
     pod = create_pod(kube, namespace, "survivor", template="quarter")
     pod = wait_for_pod_running(kube, namespace, "survivor")

@@ -10,33 +10,19 @@ command, ``dcu-dra mock fault``.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import signal
-import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
 
 from dra_driver import DRIVER_NAME
-from dra_driver.kube import AlreadyExists, KubeClient, NotFound, paths
+from dra_driver.kube import KubeClient, NotFound, paths
 from dra_driver.kubeletplugin._pb import dra_health_v1_pb2, dra_health_v1_pb2_grpc
-from dra_driver.mock import create_mock_node
-from dra_driver.testing.cluster import (
-    ControlPlane,
-    apply_yaml,
-    create_object,
-    load_yaml,
-    wait_for_pod_running,
-)
+from dra_driver.testing.cluster import apply_yaml, wait_for_pod_running
 from dra_driver.testing.waiting import wait_for
-from tests.e2e.conftest import FakeKubeletFactory
-from tests.e2e.test_prepare import DEVICE_CLASSES, Node, PluginProcess, pod
-from tests.e2e.test_publisher import DCU_DRA
+from tests.e2e.conftest import DcuNode, DcuNodeFactory, mock_fault, pinned_pod
 
 pytestmark = pytest.mark.e2e
 
@@ -49,42 +35,11 @@ REACTION_BOUND_S = 10.0
 
 
 @pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="hl-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def health_node(
-    control_plane: ControlPlane, fake_kubelet: FakeKubeletFactory, short_dir: Path
-) -> Iterator[tuple[Node, Path]]:
-    """The daemon on a default mock node with a fake kubelet; yields (node, mock root)."""
-    kubelet = fake_kubelet(health_retry_interval_s=0.5)
-    root = short_dir / "node"
-    create_mock_node(root)
-    plugin = PluginProcess(
-        kubeconfig=control_plane.kubeconfig,
-        kubelet=kubelet,
-        root=root,
-        cdi_dir=short_dir / "cdi",
-        log=short_dir / "plugin.log",
-    )
-    plugin.args += ["--health-interval", str(HEALTH_INTERVAL_S)]
-    plugin.start()
-    node = Node(kubelet, plugin)
-    try:
-        kubelet.wait_for_plugin(DRIVER_NAME, timeout_s=30)
-        wait_for(
-            lambda: len(slice_devices(control_plane.client, node.name)) == len(DEVICES),
-            timeout_s=20,
-            description=f"the daemon to publish the slice of {node.name}",
-            details=lambda: plugin.output()[-3000:],
-        )
-        yield node, root
-    finally:
-        if plugin.process is not None:
-            plugin.stop(signal.SIGKILL)
+def health_node(dcu_node: DcuNodeFactory, kube: KubeClient) -> DcuNode:
+    """The daemon on a default mock node, with a fake kubelet that watches its health."""
+    node = dcu_node("--health-interval", str(HEALTH_INTERVAL_S), health_retry_interval_s=0.5)
+    assert sorted(slice_devices(kube, node.name)) == sorted(DEVICES)
+    return node
 
 
 def slice_devices(kube: KubeClient, node: str) -> dict[str, dict[str, Any]]:
@@ -102,7 +57,7 @@ def taints(kube: KubeClient, node: str) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def health(node: Node) -> dict[str, tuple[str, str]]:
+def health(node: DcuNode) -> dict[str, tuple[str, str]]:
     return {
         device: (report.health, report.message)
         for (pool, device), report in node.kubelet.device_health(DRIVER_NAME).items()
@@ -110,19 +65,7 @@ def health(node: Node) -> dict[str, tuple[str, str]]:
     }
 
 
-def mock_fault(root: Path, device: int, kind: str) -> str:
-    done = subprocess.run(
-        [DCU_DRA, "mock", "fault", "--root", str(root), "--device", str(device), "--kind", kind],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def timed(predicate: Callable[[], object], description: str, node: Node, since: float) -> float:
+def timed(predicate: Callable[[], object], description: str, node: DcuNode, since: float) -> float:
     """Seconds from ``since`` (monotonic) until ``predicate`` holds; at most REACTION_BOUND_S."""
     wait_for(
         predicate,
@@ -136,9 +79,9 @@ def timed(predicate: Callable[[], object], description: str, node: Node, since: 
     return elapsed
 
 
-def read_v1_stream(node: Node) -> dict[str, tuple[int, str]]:
+def read_v1_stream(node: DcuNode) -> dict[str, tuple[int, str]]:
     """The first message of a v1 stream (what a 1.37 kubelet reads), by device."""
-    socket = node.plugin.data_dir / "dra.sock"
+    socket = node.plugin.dra_socket
     with grpc.insecure_channel(f"unix:{socket}") as channel:
         call = dra_health_v1_pb2_grpc.DRAResourceHealthStub(channel).NodeWatchResources(
             dra_health_v1_pb2.NodeWatchResourcesRequest(), timeout=10
@@ -150,9 +93,9 @@ def read_v1_stream(node: Node) -> dict[str, tuple[int, str]]:
 
 
 def test_a_lost_dcu_is_tainted_and_reported_unhealthy_then_recovers(
-    kube: KubeClient, health_node: tuple[Node, Path]
+    kube: KubeClient, health_node: DcuNode
 ) -> None:
-    node, root = health_node
+    node = health_node
     wait_for(
         lambda: health(node) == {d: ("Healthy", "") for d in DEVICES},
         timeout_s=10,
@@ -167,7 +110,7 @@ def test_a_lost_dcu_is_tainted_and_reported_unhealthy_then_recovers(
     )
 
     fault_at, started = dt.datetime.now(dt.UTC), time.monotonic()
-    assert "is now lost" in mock_fault(root, 1, "lost")
+    assert "is now lost" in mock_fault(node.root, 1, "lost")
     taint_s = timed(lambda: LOST in taints(kube, node.name), "the lost DCU's taint", node, started)
     report_s = timed(
         lambda: health(node).get(LOST, ("", ""))[0] == "Unhealthy",
@@ -203,7 +146,7 @@ def test_a_lost_dcu_is_tainted_and_reported_unhealthy_then_recovers(
     assert slice_resource_version(kube, node.name) == version
 
     started = time.monotonic()
-    assert "recovered" in mock_fault(root, 1, "recover")
+    assert "recovered" in mock_fault(node.root, 1, "recover")
     untaint_s = timed(
         lambda: taints(kube, node.name) == {}, "the taint to be removed", node, started
     )
@@ -241,28 +184,18 @@ spec:
 """
 
 
-@pytest.fixture
-def device_classes(kube: KubeClient) -> None:
-    """The DeviceClasses of deploy/deviceclass.yaml (cluster-scoped: created once, kept)."""
-    for obj in load_yaml(DEVICE_CLASSES.read_text()):
-        try:
-            create_object(kube, obj)
-        except AlreadyExists:
-            pass
-
-
 def test_the_scheduler_keeps_new_claims_off_a_tainted_dcu_until_it_recovers(
-    kube: KubeClient, health_node: tuple[Node, Path], namespace: str, device_classes: None
+    kube: KubeClient, health_node: DcuNode, namespace: str, device_classes: None
 ) -> None:
-    node, root = health_node
-    mock_fault(root, 1, "lost")
+    node = health_node
+    mock_fault(node.root, 1, "lost")
     wait_for(
         lambda: LOST in taints(kube, node.name),
         timeout_s=REACTION_BOUND_S,
         description="the lost DCU's taint",
     )
     apply_yaml(kube, WHOLE_LOST_CLAIM, namespace=namespace)
-    kube.create(paths.pods(namespace), pod("wants-lost", node.name, claim="on-the-lost-dcu"))
+    kube.create(paths.pods(namespace), pinned_pod("wants-lost", node.name, claim="on-the-lost-dcu"))
     # The scheduler tries, and must not allocate the tainted DCU (the only one that matches).
     wait_for(
         lambda: unschedulable(kube, namespace, "wants-lost"),
@@ -272,7 +205,7 @@ def test_the_scheduler_keeps_new_claims_off_a_tainted_dcu_until_it_recovers(
     claim = kube.get(paths.resource_claims(namespace, "on-the-lost-dcu"))
     assert not (claim.get("status") or {}).get("allocation"), claim.get("status")
 
-    mock_fault(root, 1, "recover")
+    mock_fault(node.root, 1, "recover")
     running = wait_for_pod_running(kube, namespace, "wants-lost", timeout_s=40)
     assert running["spec"]["nodeName"] == node.name
     claim = kube.get(paths.resource_claims(namespace, "on-the-lost-dcu"))

@@ -9,13 +9,10 @@ Plugin, to show the factory is what the kubelet's calls reach.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import stat
-import subprocess
-import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -30,84 +27,44 @@ from dra_driver.mock import create_mock_node, parse_config
 from dra_driver.model import Claim, ClaimRef, ClaimUID, PrepareResult
 from dra_driver.testing.cluster import ControlPlane
 from dra_driver.testing.waiting import wait_for
-from tests.e2e.conftest import FakeKubeletFactory
-from tests.e2e.test_publisher import DCU_DRA, ONE_Z100
+from tests.e2e.conftest import ONE_Z100, DcuNodeFactory, FakeKubeletFactory
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="kr-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def test_daemon_registers_and_deregisters_on_sigterm(
-    control_plane: ControlPlane, fake_kubelet: FakeKubeletFactory, short_dir: Path
-) -> None:
-    kubelet = fake_kubelet()
+def test_daemon_registers_and_deregisters_on_sigterm(dcu_node: DcuNodeFactory) -> None:
+    node = dcu_node()
+    kubelet, plugin = node.kubelet, node.plugin
     assert kubelet.plugins_dir is not None
-    root = short_dir / "node"
-    create_mock_node(root, parse_config({"devices": ONE_Z100}))
     data_dir = kubelet.plugins_dir / DRIVER_NAME
-    log = short_dir / "plugin.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                DCU_DRA,
-                "kubelet-plugin",
-                "--node-name",
-                kubelet.node_name,
-                "--root",
-                str(root),
-                "--kubeconfig",
-                str(control_plane.kubeconfig),
-                "--registrar-dir",
-                str(kubelet.registry_dir),
-                "--plugin-data-dir",
-                str(data_dir),
-                "--cdi-dir",
-                str(short_dir / "cdi"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
-        registered = kubelet.wait_for_plugin(DRIVER_NAME, timeout_s=30)
-        dra_socket = data_dir / "dra.sock"
-        registration_socket = kubelet.registry_dir / f"{DRIVER_NAME}-reg.sock"
-        assert registered.service == "v1.DRAPlugin"
-        assert registered.endpoint == str(dra_socket)
-        assert registered.socket_path == str(registration_socket)
-        assert registered.supported_versions == (
-            "v1.DRAPlugin",
-            "v1beta1.DRAPlugin",
-            "v1.DRAResourceHealth",
-            "v1alpha1.DRAResourceHealth",
-        )
-        # The kubelet registers a plugin before it sends NotifyRegistrationStatus; the attempt
-        # is recorded once that answer is in, a moment after the plugin shows as registered.
-        (attempt,) = wait_for(
-            kubelet.registration_attempts, timeout_s=10, description="the registration attempt"
-        )
-        assert attempt.accepted and attempt.error is None
-        wait_for(
-            lambda: "registered with the kubelet as DRA driver" in log.read_text(),
-            timeout_s=10,
-            description="the daemon to log its registration",
-        )
-        for path in (dra_socket, registration_socket):
-            assert stat.S_IMODE(path.lstat().st_mode) == 0o600, path
-        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    registered = kubelet.wait_for_plugin(DRIVER_NAME, timeout_s=30)
+    dra_socket = data_dir / "dra.sock"
+    registration_socket = kubelet.registry_dir / f"{DRIVER_NAME}-reg.sock"
+    assert registered.service == "v1.DRAPlugin"
+    assert registered.endpoint == str(dra_socket)
+    assert registered.socket_path == str(registration_socket)
+    assert registered.supported_versions == (
+        "v1.DRAPlugin",
+        "v1beta1.DRAPlugin",
+        "v1.DRAResourceHealth",
+        "v1alpha1.DRAResourceHealth",
+    )
+    # The kubelet registers a plugin before it sends NotifyRegistrationStatus; the attempt
+    # is recorded once that answer is in, a moment after the plugin shows as registered.
+    (attempt,) = wait_for(
+        kubelet.registration_attempts, timeout_s=10, description="the registration attempt"
+    )
+    assert attempt.accepted and attempt.error is None
+    wait_for(
+        lambda: "registered with the kubelet as DRA driver" in plugin.output(),
+        timeout_s=10,
+        description="the daemon to log its registration",
+    )
+    for path in (dra_socket, registration_socket):
+        assert stat.S_IMODE(path.lstat().st_mode) == 0o600, path
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
 
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0, log.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    assert plugin.stop(signal.SIGTERM) == 0, plugin.log_tail()
     assert not dra_socket.exists()
     assert not registration_socket.exists()
     wait_for(
@@ -116,7 +73,7 @@ def test_daemon_registers_and_deregisters_on_sigterm(
         description="the fake kubelet to notice the plugin is gone",
         details=kubelet.registered_plugins,
     )
-    output = log.read_text()
+    output = plugin.output()
     assert "Traceback" not in output
     assert "deregistering from the kubelet" in output
     assert "stopped; ResourceSlices stay published" in output
@@ -139,13 +96,13 @@ class RecordingPlugin:
 
 
 def test_daemon_serves_an_injected_plugin(
-    control_plane: ControlPlane, fake_kubelet: FakeKubeletFactory, short_dir: Path
+    control_plane: ControlPlane, fake_kubelet: FakeKubeletFactory, short_sock_dir: Path
 ) -> None:
     """``run(plugin_factory=...)`` in this process: the factory gets the discovered inventory,
     and the kubelet's calls reach the plugin it built."""
     kubelet = fake_kubelet()
     assert kubelet.plugins_dir is not None
-    root = short_dir / "node"
+    root = short_sock_dir / "node"
     create_mock_node(root, parse_config({"devices": ONE_Z100}))
     config = PluginConfig(
         node_name=kubelet.node_name,
@@ -153,7 +110,7 @@ def test_daemon_serves_an_injected_plugin(
         kubeconfig=control_plane.kubeconfig,
         registrar_dir=kubelet.registry_dir,
         plugin_data_dir=kubelet.plugins_dir / DRIVER_NAME,
-        cdi_dir=short_dir / "cdi",
+        cdi_dir=short_sock_dir / "cdi",
     )
     plugin = RecordingPlugin()
     built: list[Inventory] = []

@@ -9,15 +9,11 @@ and a DCU lost with ``dcu-dra mock fault`` (see test_health.py) turns its health
 
 from __future__ import annotations
 
-import shutil
 import signal
 import socket
-import subprocess
-import tempfile
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -26,11 +22,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dra_driver.kube import KubeClient, paths
 from dra_driver.kubeletplugin._pb import dra_v1_pb2, dra_v1_pb2_grpc
-from dra_driver.testing.cluster import ControlPlane
 from dra_driver.testing.waiting import wait_for
-from tests.e2e.test_health import mock_fault
-from tests.e2e.test_prepare_calls import K100, Z100_A, Daemon, share, v1_ref
-from tests.e2e.test_publisher import DCU_DRA
+from tests.e2e.conftest import (
+    K100,
+    Z100_A,
+    Z100_AND_K100,
+    DaemonNode,
+    DaemonNodeFactory,
+    allocated_claim,
+    mock_fault,
+    share,
+    v1_ref,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -46,51 +49,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class MeteredDaemon(Daemon):
-    """``Daemon`` started with --metrics-addr and --healthcheck-port on free ports."""
+@dataclass(frozen=True)
+class MeteredDaemon:
+    """A :class:`DaemonNode` started with --metrics-addr and --healthcheck-port."""
 
-    def start(self) -> MeteredDaemon:
-        self.metrics_port, self.health_port = free_port(), free_port()
-        log = (self.base / "plugin.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                DCU_DRA,
-                "kubelet-plugin",
-                "--node-name",
-                self.node,
-                "--root",
-                str(self.root),
-                "--kubeconfig",
-                str(self.kubeconfig),
-                "--registrar-dir",
-                str(self.base / "reg"),
-                "--plugin-data-dir",
-                str(self.data),
-                "--cdi-dir",
-                str(self.cdi),
-                "--boot-id-file",
-                str(self.boot_id),
-                "--metrics-addr",
-                f"127.0.0.1:{self.metrics_port}",
-                "--healthcheck-port",
-                str(self.health_port),
-                "--health-interval",
-                str(INTERVAL_S),
-                "--orphan-interval",
-                str(INTERVAL_S),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        process, registration = self.process, self.base / "reg" / "dcu.hygon.com-reg.sock"
-        wait_for(
-            lambda: process.poll() is not None or registration.exists(),
-            timeout_s=30,
-            description="the plugin's registration socket",
-        )
-        assert process.poll() is None, (self.base / "plugin.log").read_text()
-        return self
+    node: DaemonNode
+    metrics_port: int
+    health_port: int
 
     def scrape(self) -> Samples:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
@@ -111,17 +76,20 @@ class MeteredDaemon(Daemon):
 
 
 @pytest.fixture
-def daemon(control_plane: ControlPlane) -> Iterator[MeteredDaemon]:
-    base = Path(tempfile.mkdtemp(prefix="dm-", dir="/tmp"))
-    started = MeteredDaemon(control_plane, base, None)
-    try:
-        yield started.start()
-    finally:
-        if started.process is not None and started.process.poll() is None:
-            started.process.kill()
-            started.process.wait(timeout=20)
-        started.kube.delete(paths.nodes(started.node))
-        shutil.rmtree(base, ignore_errors=True)
+def daemon(daemon_node: DaemonNodeFactory) -> MeteredDaemon:
+    metrics_port, health_port = free_port(), free_port()
+    node = daemon_node(
+        "--metrics-addr",
+        f"127.0.0.1:{metrics_port}",
+        "--healthcheck-port",
+        str(health_port),
+        "--health-interval",
+        str(INTERVAL_S),
+        "--orphan-interval",
+        str(INTERVAL_S),
+        devices=Z100_AND_K100,
+    )
+    return MeteredDaemon(node, metrics_port, health_port)
 
 
 def one(samples: Samples, name: str, **labels: str) -> float:
@@ -145,10 +113,10 @@ def test_metrics_and_liveness_through_a_prepare_unprepare_cycle(
         )
     assert one(before, "dcu_dra_orphans_cleaned_total") == 0
 
-    quarter = daemon.allocated_claim(namespace, [share("dcu", Z100_A, 15, "4Gi")])
-    half = daemon.allocated_claim(namespace, [share("dcu", K100, 60, "32Gi")])
+    quarter = allocated_claim(kube, namespace, daemon.node.name, [share("dcu", Z100_A, 15, "4Gi")])
+    half = allocated_claim(kube, namespace, daemon.node.name, [share("dcu", K100, 60, "32Gi")])
     missing = dra_v1_pb2.Claim(namespace=namespace, name="gone", uid=str(uuid.uuid4()))
-    with daemon.channel() as channel:
+    with daemon.node.channel() as channel:
         stub = dra_v1_pb2_grpc.DRAPluginStub(channel)
         for ref in (v1_ref(quarter), v1_ref(half)):
             response = stub.NodePrepareResources(
@@ -179,7 +147,9 @@ def test_metrics_and_liveness_through_a_prepare_unprepare_cycle(
         assert one(during, "dcu_dra_publish_errors_total", reason="rejected") == 0
 
         # A prepared claim deleted behind the kubelet's back is unprepared by orphan cleanup.
-        orphan = daemon.allocated_claim(namespace, [share("dcu", Z100_A, 10, "1Gi")])
+        orphan = allocated_claim(
+            kube, namespace, daemon.node.name, [share("dcu", Z100_A, 10, "1Gi")]
+        )
         response = stub.NodePrepareResources(
             dra_v1_pb2.NodePrepareResourcesRequest(claims=[v1_ref(orphan)]), timeout=45
         )
@@ -208,7 +178,7 @@ def test_metrics_and_liveness_through_a_prepare_unprepare_cycle(
         assert one(after, "dcu_dra_device_allocated_memory_bytes", device=device) == 0
         assert one(after, "dcu_dra_device_shares", device=device) == 0
 
-    assert "is now lost" in mock_fault(daemon.root, 1, "lost")  # device 1 is the K100
+    assert "is now lost" in mock_fault(daemon.node.root, 1, "lost")  # device 1 is the K100
     wait_for(
         lambda: one(daemon.scrape(), "dcu_dra_device_healthy", device=K100) == 0,
         timeout_s=15,
@@ -218,6 +188,4 @@ def test_metrics_and_liveness_through_a_prepare_unprepare_cycle(
     assert one(lost, "dcu_dra_device_unhealthy_reason", device=K100, reason="NotResponding") == 1
     assert one(lost, "dcu_dra_device_healthy", device=Z100_A) == 1
 
-    assert daemon.process is not None
-    daemon.process.send_signal(signal.SIGTERM)
-    assert daemon.process.wait(timeout=30) == 0
+    assert daemon.node.plugin.stop(signal.SIGTERM) == 0, daemon.node.plugin.log_tail()

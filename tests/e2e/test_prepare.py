@@ -10,203 +10,36 @@ look at what the daemon leaves on disk: per-claim CDI specs, vdev files and the 
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import signal
-import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dra_driver import DRIVER_NAME, cdi
-from dra_driver.checkpoint import CHECKPOINT_FILE
-from dra_driver.kube import AlreadyExists, KubeClient, paths
-from dra_driver.mock import create_mock_node
+from dra_driver import DRIVER_NAME
+from dra_driver.kube import KubeClient, paths
 from dra_driver.state import VDEV_SUBDIR, claim_kind
 from dra_driver.testing.cluster import (
-    ControlPlane,
     apply_yaml,
-    create_object,
-    load_yaml,
     pod_claims,
     wait_for_pod_gone,
     wait_for_pod_running,
 )
-from dra_driver.testing.fakekubelet import FakeKubelet
 from dra_driver.testing.waiting import wait_for
 from dra_driver.vdev import VdevConfig, check_pipe_ids_unique, parse_vdev, read_vdev_dir
-from tests.e2e.conftest import FakeKubeletFactory
-from tests.e2e.test_publisher import DCU_DRA
+from tests.e2e.conftest import DcuNode, DcuNodeFactory, pinned_pod
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("device_classes")]
 
-DEVICE_CLASSES = Path(__file__).resolve().parents[2] / "deploy" / "deviceclass.yaml"
 KIND = claim_kind(DRIVER_NAME)
 WHOLE_CLASS = "dcu.hygon.com"
 SHARE_CLASS = "vdcu.dcu.hygon.com"
-PAUSE = "registry.k8s.io/pause:3.10"
 
 
-class PluginProcess:
-    """``dcu-dra kubelet-plugin`` for one fake kubelet's node, as the DaemonSet would run it."""
-
-    def __init__(
-        self,
-        *,
-        kubeconfig: Path,
-        kubelet: FakeKubelet,
-        root: Path,
-        cdi_dir: Path,
-        log: Path,
-    ) -> None:
-        assert kubelet.plugins_dir is not None
-        self.log = log
-        self.data_dir = kubelet.plugins_dir / DRIVER_NAME
-        self.cdi_dir = cdi_dir
-        self.args = [
-            DCU_DRA,
-            "kubelet-plugin",
-            "--node-name",
-            kubelet.node_name,
-            "--root",
-            str(root),
-            "--kubeconfig",
-            str(kubeconfig),
-            "--registrar-dir",
-            str(kubelet.registry_dir),
-            "--plugin-data-dir",
-            str(self.data_dir),
-            "--cdi-dir",
-            str(cdi_dir),
-        ]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> PluginProcess:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=15)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-
-    def restart(self) -> PluginProcess:
-        """A new process with the same arguments (and so the same directories)."""
-        again = copy.copy(self)
-        again.process = None
-        return again.start()
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    # --- what the daemon keeps on disk ---------------------------------------------------
-
-    def spec_file(self, claim_uid: str) -> Path:
-        return self.cdi_dir / cdi.spec_file_name(KIND, claim_uid)
-
-    def vdev_dir(self, claim_uid: str) -> Path:
-        return self.data_dir / VDEV_SUBDIR / claim_uid
-
-    def checkpoint_claims(self) -> dict[str, Any]:
-        document = json.loads((self.data_dir / CHECKPOINT_FILE).read_text())
-        return dict(document["claims"])
-
-
-class Node:
-    """A fake kubelet with the real daemon registered with it."""
-
-    def __init__(self, kubelet: FakeKubelet, plugin: PluginProcess) -> None:
-        self.kubelet = kubelet
-        self.plugin = plugin
-
-    @property
-    def name(self) -> str:
-        return self.kubelet.node_name
-
-
-NodeFactory = Callable[[], Node]
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="pr-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def device_classes(kube: KubeClient) -> None:
-    """The DeviceClasses of deploy/deviceclass.yaml (cluster-scoped: created once, kept)."""
-    for obj in load_yaml(DEVICE_CLASSES.read_text()):
-        try:
-            create_object(kube, obj)
-        except AlreadyExists:
-            pass
-
-
-@pytest.fixture
-def dcu_node(
-    control_plane: ControlPlane,
-    fake_kubelet: FakeKubeletFactory,
-    short_dir: Path,
-    device_classes: None,
-) -> Iterator[NodeFactory]:
-    """Start a fake kubelet and the daemon on a default mock node, registered with it."""
-    nodes: list[Node] = []
-
-    def start() -> Node:
-        kubelet = fake_kubelet()
-        base = short_dir / f"d{len(nodes)}"
-        base.mkdir()
-        root = base / "node"
-        create_mock_node(root)
-        plugin = PluginProcess(
-            kubeconfig=control_plane.kubeconfig,
-            kubelet=kubelet,
-            root=root,
-            cdi_dir=base / "cdi",
-            log=base / "plugin.log",
-        ).start()
-        node = Node(kubelet, plugin)
-        nodes.append(node)
-        kubelet.wait_for_plugin(DRIVER_NAME, timeout_s=30)
-        wait_for(
-            lambda: node_has_slice(control_plane.client, kubelet.node_name),
-            timeout_s=20,
-            description=f"the daemon to publish the slice of {kubelet.node_name}",
-        )
-        return node
-
-    yield start
-    for node in nodes:
-        if node.plugin.process is not None:
-            node.plugin.stop(signal.SIGKILL)
-
-
-def node_has_slice(kube: KubeClient, node: str) -> bool:
-    items = kube.list(
-        paths.resource_slices(), field_selector=f"spec.driver={DRIVER_NAME},spec.nodeName={node}"
-    )["items"]
-    return len(items) == 1
-
-
-def restart_plugin(node: Node, sig: int) -> None:
+def restart_plugin(node: DcuNode, sig: int) -> None:
     """Stop the daemon with ``sig`` and start it again with the same directories."""
-    node.plugin.stop(sig)
-    node.plugin = node.plugin.restart()
+    node.plugin.restart(sig)
     wait_for(
         lambda: node.plugin.output().count("registered with the kubelet as DRA driver") >= 2,
         timeout_s=30,
@@ -267,29 +100,6 @@ def apply(kube: KubeClient, namespace: str, text: str, name: str, device_class: 
     apply_yaml(kube, text.replace("NAME", name).replace("CLASS", device_class), namespace=namespace)
 
 
-def pod(
-    name: str, node: str, *, template: str | None = None, claim: str | None = None
-) -> dict[str, Any]:
-    source = (
-        {"resourceClaimTemplateName": template}
-        if template is not None
-        else {"resourceClaimName": claim}
-    )
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "nodeSelector": {"kubernetes.io/hostname": node},
-            "terminationGracePeriodSeconds": 0,
-            "containers": [
-                {"name": "c", "image": PAUSE, "resources": {"claims": [{"name": "dcu"}]}}
-            ],
-            "resourceClaims": [{"name": "dcu", **source}],
-        },
-    }
-
-
 def run_pods(kube: KubeClient, namespace: str, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for body in pods:
         kube.create(paths.pods(namespace), body)
@@ -309,7 +119,7 @@ def delete_pod(kube: KubeClient, namespace: str, name: str) -> None:
     wait_for_pod_gone(kube, namespace, name, timeout_s=30)
 
 
-def assert_cdi_ids_resolve(node: Node, namespace: str, name: str, uid: str) -> None:
+def assert_cdi_ids_resolve(node: DcuNode, namespace: str, name: str, uid: str) -> None:
     """Every CDI id of the pod's container names a device of the claim's spec file."""
     ids = node.kubelet.container_cdi_ids((namespace, name))
     assert list(ids) == ["c"] and ids["c"], ids
@@ -323,7 +133,7 @@ def assert_cdi_ids_resolve(node: Node, namespace: str, name: str, uid: str) -> N
         assert kind == KIND and device in names, (cdi_id, names)
 
 
-def read_vdevs(node: Node, uid: str) -> list[VdevConfig]:
+def read_vdevs(node: DcuNode, uid: str) -> list[VdevConfig]:
     directory = node.plugin.vdev_dir(uid)
     configs = read_vdev_dir(directory)
     for path in sorted(directory.iterdir()):
@@ -331,7 +141,7 @@ def read_vdevs(node: Node, uid: str) -> list[VdevConfig]:
     return configs
 
 
-def wait_until_unprepared(node: Node, uid: str) -> None:
+def wait_until_unprepared(node: DcuNode, uid: str) -> None:
     wait_for(
         lambda: (
             uid not in node.kubelet.prepared_claims()
@@ -348,7 +158,7 @@ def wait_until_unprepared(node: Node, uid: str) -> None:
     )
 
 
-def snapshot_files(node: Node, uid: str) -> dict[str, bytes]:
+def snapshot_files(node: DcuNode, uid: str) -> dict[str, bytes]:
     files = {"spec": node.plugin.spec_file(uid).read_bytes()}
     vdev_dir = node.plugin.vdev_dir(uid)
     if vdev_dir.exists():
@@ -360,12 +170,12 @@ def snapshot_files(node: Node, uid: str) -> dict[str, bytes]:
 
 
 def test_four_shares_of_one_card_get_disjoint_vdevs(
-    kube: KubeClient, dcu_node: NodeFactory, namespace: str
+    kube: KubeClient, dcu_node: DcuNodeFactory, namespace: str
 ) -> None:
     node = dcu_node()
     apply(kube, namespace, SHARE_TEMPLATE, "quarter", SHARE_CLASS)
     running = run_pods(
-        kube, namespace, [pod(f"p{i}", node.name, template="quarter") for i in range(4)]
+        kube, namespace, [pinned_pod(f"p{i}", node.name, template="quarter") for i in range(4)]
     )
     uids = [claim_uid(kube, p) for p in running]
     assert len(set(uids)) == 4
@@ -387,11 +197,13 @@ def test_four_shares_of_one_card_get_disjoint_vdevs(
 
 
 def test_shared_claim_is_prepared_once_and_unprepared_after_the_last_pod(
-    kube: KubeClient, dcu_node: NodeFactory, namespace: str
+    kube: KubeClient, dcu_node: DcuNodeFactory, namespace: str
 ) -> None:
     node = dcu_node()
     apply(kube, namespace, SHARE_CLAIM, "shared", SHARE_CLASS)
-    running = run_pods(kube, namespace, [pod(f"s{i}", node.name, claim="shared") for i in range(2)])
+    running = run_pods(
+        kube, namespace, [pinned_pod(f"s{i}", node.name, claim="shared") for i in range(2)]
+    )
     uid = claim_uid(kube, running[0])
     assert claim_uid(kube, running[1]) == uid
     prepares = [
@@ -418,11 +230,11 @@ def test_shared_claim_is_prepared_once_and_unprepared_after_the_last_pod(
 
 
 def test_whole_card_claim_has_a_spec_and_no_vdev_files(
-    kube: KubeClient, dcu_node: NodeFactory, namespace: str
+    kube: KubeClient, dcu_node: DcuNodeFactory, namespace: str
 ) -> None:
     node = dcu_node()
     apply(kube, namespace, WHOLE_CLAIM, "whole", WHOLE_CLASS)
-    (running,) = run_pods(kube, namespace, [pod("w", node.name, claim="whole")])
+    (running,) = run_pods(kube, namespace, [pinned_pod("w", node.name, claim="whole")])
     uid = claim_uid(kube, running)
     assert_cdi_ids_resolve(node, namespace, "w", uid)
     assert not node.plugin.vdev_dir(uid).exists()
@@ -434,12 +246,12 @@ def test_whole_card_claim_has_a_spec_and_no_vdev_files(
 
 
 def test_unprepare_after_the_plugin_was_killed_and_restarted(
-    kube: KubeClient, dcu_node: NodeFactory, namespace: str
+    kube: KubeClient, dcu_node: DcuNodeFactory, namespace: str
 ) -> None:
     node = dcu_node()
     apply(kube, namespace, SHARE_TEMPLATE, "quarter", SHARE_CLASS)
     running = run_pods(
-        kube, namespace, [pod(f"k{i}", node.name, template="quarter") for i in range(2)]
+        kube, namespace, [pinned_pod(f"k{i}", node.name, template="quarter") for i in range(2)]
     )
     uids = [claim_uid(kube, p) for p in running]
     before = {uid: snapshot_files(node, uid) for uid in uids}
@@ -458,7 +270,7 @@ def test_unprepare_after_the_plugin_was_killed_and_restarted(
 
 
 def test_files_deleted_behind_the_plugins_back_are_regenerated_identically(
-    kube: KubeClient, dcu_node: NodeFactory, namespace: str
+    kube: KubeClient, dcu_node: DcuNodeFactory, namespace: str
 ) -> None:
     node = dcu_node()
     apply(kube, namespace, SHARE_TEMPLATE, "quarter", SHARE_CLASS)
@@ -467,9 +279,9 @@ def test_files_deleted_behind_the_plugins_back_are_regenerated_identically(
         kube,
         namespace,
         [
-            pod("r0", node.name, template="quarter"),
-            pod("r1", node.name, template="quarter"),
-            pod("rw", node.name, claim="whole"),
+            pinned_pod("r0", node.name, template="quarter"),
+            pinned_pod("r1", node.name, template="quarter"),
+            pinned_pod("rw", node.name, claim="whole"),
         ],
     )
     uids = [claim_uid(kube, p) for p in running]

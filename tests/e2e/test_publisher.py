@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -27,84 +25,21 @@ from dra_driver.publisher import SlicePublisher
 from dra_driver.slices import Sharing, build_pool
 from dra_driver.testing.cluster import ControlPlane, apply_yaml, unique_name
 from dra_driver.testing.fakekubelet import FakeKubelet
+from dra_driver.testing.plugin_process import PluginProcess
 from dra_driver.testing.waiting import wait_for
-from tests.e2e.conftest import FakeKubeletFactory
+from tests.e2e.conftest import ONE_Z100, FakeKubeletFactory, pinned_pod
 
 pytestmark = pytest.mark.e2e
-
-DCU_DRA = str(Path(sys.executable).parent / "dcu-dra")
-ONE_Z100 = [
-    {"model": "Z100", "computeUnits": 60, "memory": 34342961152, "pciBusID": "0000:3b:00.0"}
-]
-
-
-class PluginProcess:
-    """``dcu-dra kubelet-plugin`` for one node, as the DaemonSet would run it."""
-
-    def __init__(
-        self,
-        *,
-        kubeconfig: Path,
-        node_name: str,
-        root: Path,
-        base: Path,
-        extra: tuple[str, ...] = (),
-    ) -> None:
-        self.log = base / "plugin.log"
-        self.args = [
-            DCU_DRA,
-            "kubelet-plugin",
-            "--node-name",
-            node_name,
-            "--root",
-            str(root),
-            "--kubeconfig",
-            str(kubeconfig),
-            "--registrar-dir",
-            str(base / "registry"),
-            "--plugin-data-dir",
-            str(base / "data"),
-            "--cdi-dir",
-            str(base / "cdi"),
-            *extra,
-        ]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> PluginProcess:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=15)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-
-    def output(self) -> str:
-        return self.log.read_text()
-
 
 PluginFactory = Callable[..., PluginProcess]
 
 
 @pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="pp-", dir="/tmp"))
-    yield path
-    import shutil
+def plugin(control_plane: ControlPlane, short_sock_dir: Path) -> Iterator[PluginFactory]:
+    """Start the daemon for a node, on a mock node of ``devices`` (or at ``root``); no kubelet.
 
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def plugin(control_plane: ControlPlane, short_dir: Path) -> Iterator[PluginFactory]:
+    Killed afterwards.
+    """
     started: list[PluginProcess] = []
 
     def start(
@@ -114,17 +49,16 @@ def plugin(control_plane: ControlPlane, short_dir: Path) -> Iterator[PluginFacto
         root: Path | None = None,
         extra: tuple[str, ...] = (),
     ) -> PluginProcess:
-        base = short_dir / f"p{len(started)}"
-        base.mkdir()
+        base = short_sock_dir / f"p{len(started)}"
         if root is None:
             root = base / "node"
             create_mock_node(root, parse_config({"devices": devices or ONE_Z100}))
-        process = PluginProcess(
-            kubeconfig=control_plane.kubeconfig,
+        process = PluginProcess.in_directory(
+            base,
             node_name=node_name,
             root=root,
-            base=base,
-            extra=extra,
+            kubeconfig=control_plane.kubeconfig,
+            extra_args=extra,
         )
         started.append(process.start())
         return process
@@ -244,10 +178,10 @@ def test_foreign_and_stale_slices_of_the_pool_are_removed(
 
 
 def test_device_change_updates_the_slice_in_place(
-    kube: KubeClient, fake_kubelet: FakeKubeletFactory, plugin: PluginFactory, short_dir: Path
+    kube: KubeClient, fake_kubelet: FakeKubeletFactory, plugin: PluginFactory, short_sock_dir: Path
 ) -> None:
     node = fake_kubelet()
-    root = short_dir / "changing-node"
+    root = short_sock_dir / "changing-node"
     create_mock_node(root)
     first = plugin(node.node_name, root=root)
     (before,) = wait_for_slices(kube, node.node_name, lambda s: len(s) == 1, "one slice")
@@ -340,36 +274,24 @@ def test_exclusive_sharing_publishes_whole_devices(
 
 
 def test_missing_node_name_or_bad_root_fail_clearly(
-    control_plane: ControlPlane, short_dir: Path
+    control_plane: ControlPlane, short_sock_dir: Path
 ) -> None:
+    plugin = PluginProcess.in_directory(
+        short_sock_dir,
+        node_name="n1",
+        root=short_sock_dir / "none",
+        kubeconfig=control_plane.kubeconfig,
+    )
     env = {k: v for k, v in os.environ.items() if k not in {"NODE_NAME", "DCU_DRA_ROOT"}}
+    # Its command line, run in the foreground rather than start()ed: the reason must be on
+    # stderr, which start() merges into the log.
     done = subprocess.run(
-        [
-            DCU_DRA,
-            "kubelet-plugin",
-            "--node-name",
-            "n1",
-            "--root",
-            str(short_dir / "none"),
-            "--kubeconfig",
-            str(control_plane.kubeconfig),
-            "--registrar-dir",
-            str(short_dir / "r"),
-            "--plugin-data-dir",
-            str(short_dir / "d"),
-            "--cdi-dir",
-            str(short_dir / "c"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=30,
+        plugin.args, capture_output=True, text=True, env=env, check=False, timeout=30
     )
     assert done.returncode == 1
     assert "cannot run: root" in done.stderr and "does not exist" in done.stderr
     assert "Traceback" not in done.stderr
-    assert (short_dir / "d").stat().st_mode & 0o777 == 0o700
+    assert plugin.data_dir.stat().st_mode & 0o777 == 0o700
 
 
 SHARES = """\
@@ -394,25 +316,6 @@ spec:
 """
 
 
-def pod_with_template(name: str, node_selector: str, template: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "nodeSelector": {"kubernetes.io/hostname": node_selector},
-            "containers": [
-                {
-                    "name": "c",
-                    "image": "registry.k8s.io/pause:3.10",
-                    "resources": {"claims": [{"name": "dcu"}]},
-                }
-            ],
-            "resourceClaims": [{"name": "dcu", "resourceClaimTemplateName": template}],
-        },
-    }
-
-
 def test_scheduler_shares_a_published_dcu_four_ways(
     kube: KubeClient, fake_kubelet: FakeKubeletFactory, plugin: PluginFactory, namespace: str
 ) -> None:
@@ -425,7 +328,9 @@ def test_scheduler_shares_a_published_dcu_four_ways(
     )
     try:
         for i in range(5):
-            kube.create(paths.pods(namespace), pod_with_template(f"p{i}", node.node_name, "share"))
+            kube.create(
+                paths.pods(namespace), pinned_pod(f"p{i}", node.node_name, template="share")
+            )
 
         def allocated_claims() -> list[dict[str, Any]] | None:
             claims = kube.list(paths.resource_claims(namespace))["items"]
@@ -483,9 +388,7 @@ def test_a_claim_without_capacity_requests_takes_the_whole_dcu(
         namespace=namespace,
     )
     try:
-        pod = pod_with_template("whole", node.node_name, "unused")
-        pod["spec"]["resourceClaims"] = [{"name": "dcu", "resourceClaimName": "whole"}]
-        kube.create(paths.pods(namespace), pod)
+        kube.create(paths.pods(namespace), pinned_pod("whole", node.node_name, claim="whole"))
         claim = wait_for(
             lambda: (
                 (c := kube.get(paths.resource_claims(namespace, "whole")))
@@ -499,7 +402,7 @@ def test_a_claim_without_capacity_requests_takes_the_whole_dcu(
         (result,) = claim["status"]["allocation"]["devices"]["results"]
         assert result["consumedCapacity"] == {"cores": "60", "memory": "32752Mi", "vdevices": "1"}
         # Nothing is left for a quarter share on the same (only) DCU.
-        kube.create(paths.pods(namespace), pod_with_template("quarter", node.node_name, "share"))
+        kube.create(paths.pods(namespace), pinned_pod("quarter", node.node_name, template="share"))
         wait_for(
             lambda: any(
                 c.get("reason") == "Unschedulable"

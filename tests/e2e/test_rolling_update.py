@@ -30,11 +30,11 @@ from dra_driver.testing.fakekubelet import ClaimRef, FakeKubelet, PluginCallErro
 from dra_driver.testing.plugin_process import PluginProcess
 from dra_driver.testing.waiting import wait_for
 from dra_driver.vdev import VdevConfig, check_pipe_ids_unique, read_vdev_dir
-from tests.e2e.conftest import FakeKubeletFactory
-from tests.e2e.test_claim_status import (
+from tests.e2e.conftest import (
     K100,
     Z100_A,
     Z100_B,
+    FakeKubeletFactory,
     allocated_claim,
     prepare,
     share,
