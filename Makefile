@@ -29,7 +29,10 @@ $(VENV_STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing dcu-dra with its dev extra"
 	@$(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@# The build backend warns about editable installs on every run; the log keeps it, and
+	@# the terminal gets it only when the install fails.
+	@$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' >$(VENV)/install.log 2>&1 \
+		|| { cat $(VENV)/install.log >&2; echo "pip install failed (log: $(VENV)/install.log)" >&2; exit 1; }
 	@touch $@
 
 venv: $(VENV_STAMP) ## Create .venv with the project and its dev tools
@@ -62,7 +65,8 @@ controlplane: ## Build the local control plane (etcd, kube-apiserver, scheduler,
 	@# only the first build, which downloads and compiles k8s.io/kubernetes, is worth a line.
 	@[ -x $(CONTROLPLANE) ] || echo "==> building $(CONTROLPLANE) (the first build downloads k8s.io/kubernetes and takes minutes)"
 	@mkdir -p build/bin
-	@cd tests/controlplane && $(GO) build -o ../../$(CONTROLPLANE) .
+	@# A cold build prints a line per module it fetches: hundreds; keep only what else Go says.
+	@cd tests/controlplane && $(GO) build -o ../../$(CONTROLPLANE) . 2>&1 | { grep -v '^go: downloading ' || true; }
 
 # Helm, for the chart's lint and template tests (tests/deploy/) and kind/demo.sh. Pinned: the
 # newest stable release when the chart was written (v4.3.1 needs Go >= 1.26). The ldflags set
@@ -75,7 +79,7 @@ helm: ## Build the pinned helm into build/bin/helm from the Go module proxy
 		mkdir -p build/bin; \
 		GOBIN=$(CURDIR)/build/bin $(GO) install -trimpath \
 			-ldflags '-s -w -X helm.sh/helm/v4/internal/version.version=$(HELM_VERSION)' \
-			helm.sh/helm/v4/cmd/helm@$(HELM_VERSION); \
+			helm.sh/helm/v4/cmd/helm@$(HELM_VERSION) 2>&1 | { grep -v '^go: downloading ' || true; }; \
 	fi
 
 demo: $(VENV_STAMP) controlplane ## Two mock DCU nodes, the real plugin, every example pod (KEEP=1: stay up)
