@@ -9,7 +9,6 @@ out from claims the real plugin prepared. The whole demo runs in tests/e2e/test_
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import uuid
@@ -46,7 +45,6 @@ from dra_driver.pyz import build_pyz
 from dra_driver.slices import Sharing, build_pool
 from dra_driver.testing.container import read_spec_dir
 from dra_driver.testing.fakekubelet import PreparedClaim, PreparedDevice
-from dra_driver.testing.plugin_process import PluginProcess, PluginProcessError
 from dra_driver.vdev import VdevConfig
 from tests.testing.test_container import PLAIN, prepare_claim
 
@@ -565,55 +563,3 @@ def test_missing_control_plane_is_one_line_and_exit_1(tmp_path: Path) -> None:
     ]
     assert "Traceback" not in done.stdout + done.stderr
     assert "Traceback" in (tmp_path / "b" / "demo.log").read_text()  # the details go to the log
-
-
-# --- the plugin process the demo starts (dra_driver/testing/plugin_process.py) -----------
-
-UNREACHABLE_KUBECONFIG = """\
-apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: c, context: {cluster: c, user: u}}]
-current-context: c
-"""
-
-
-def plugin_process(base: Path, root: Path) -> PluginProcess:
-    kubeconfig = base / "kubeconfig"
-    kubeconfig.write_text(UNREACHABLE_KUBECONFIG)
-    return PluginProcess(
-        node_name="n",
-        root=root,
-        kubeconfig=kubeconfig,
-        registrar_dir=base / "reg",
-        data_dir=base / "data",
-        cdi_dir=base / "cdi",
-        log_file=base / "plugin.log",
-    )
-
-
-def test_plugin_process_registers_and_stops_on_sigterm(
-    short_sock_dir: Path, mock_root: Path
-) -> None:
-    """The API server being unreachable does not keep the daemon from serving the kubelet."""
-    plugin = plugin_process(short_sock_dir, mock_root).start()
-    try:
-        plugin.wait_for_registration_socket(timeout_s=30)
-    finally:
-        code = plugin.stop(signal.SIGTERM)
-    assert code == 0
-    assert "received SIGTERM" in plugin.output()
-    assert plugin.returncode == 0 and plugin.spec_files() == [] and plugin.vdev_files() == []
-
-
-def test_plugin_process_that_exits_early_fails_the_wait_with_its_log(
-    short_sock_dir: Path,
-) -> None:
-    plugin = plugin_process(short_sock_dir, short_sock_dir / "missing-root").start()
-    with pytest.raises(
-        PluginProcessError, match=r"^the plugin of node n exited with code 1 before"
-    ):
-        plugin.wait_for_registration_socket(timeout_s=30)
-    assert "does not exist" in plugin.log_tail()
-    assert plugin.stop() == 1

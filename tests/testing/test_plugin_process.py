@@ -2,7 +2,6 @@
 
 The daemons here run for real, against an API server that cannot be reached: the daemon still
 serves the kubelet (it registers and recovers its checkpoint), which is all these tests need.
-The basics (start, wait, stop, early exit) are tested in tests/test_demo.py.
 """
 
 from __future__ import annotations
@@ -140,3 +139,36 @@ def test_restart_keeps_the_object_and_the_boot_id_file_plays_a_reboot(
     # Both runs logged to the same file; only the first was stopped with SIGTERM.
     assert plugin.output().count("discovered 3 DCU(s)") == 2, plugin.output()
     assert plugin.output().count("received SIGTERM") == 1, plugin.output()
+
+
+# --- start, wait, stop ----------------------------------------------------------------------
+
+
+def test_registers_and_stops_on_sigterm(
+    short_sock_dir: Path, mock_root: Path, kubeconfig: Path
+) -> None:
+    """The API server being unreachable does not keep the daemon from serving the kubelet."""
+    plugin = PluginProcess.in_directory(
+        short_sock_dir, node_name="n", root=mock_root, kubeconfig=kubeconfig
+    ).start()
+    try:
+        plugin.wait_for_registration_socket(timeout_s=30)
+    finally:
+        code = plugin.stop(signal.SIGTERM)
+    assert code == 0
+    assert "received SIGTERM" in plugin.output()
+    assert plugin.returncode == 0 and plugin.spec_files() == [] and plugin.vdev_files() == []
+
+
+def test_a_daemon_that_exits_early_fails_the_wait_with_its_log(
+    short_sock_dir: Path, kubeconfig: Path
+) -> None:
+    plugin = PluginProcess.in_directory(
+        short_sock_dir, node_name="n", root=short_sock_dir / "missing-root", kubeconfig=kubeconfig
+    ).start()
+    with pytest.raises(
+        PluginProcessError, match=r"^the plugin of node n exited with code 1 before"
+    ):
+        plugin.wait_for_registration_socket(timeout_s=30)
+    assert "does not exist" in plugin.log_tail()
+    assert plugin.stop() == 1
