@@ -14,7 +14,6 @@ DaemonSet mounts it beside the real one.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -30,6 +29,7 @@ from dra_driver.errors import DriverError
 from dra_driver.kube import KubeClient, paths
 from dra_driver.kubeletplugin.plugin_server import DRA_SOCKET_NAME
 from dra_driver.state import VDEV_SUBDIR, claim_kind
+from dra_driver.testing.processes import dies_with_parent
 from dra_driver.testing.waiting import wait_for
 
 if TYPE_CHECKING:
@@ -192,14 +192,13 @@ class PluginProcess:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                self.args,
+                dies_with_parent(self.args),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 # Own session: a Ctrl-C in the terminal reaches only the caller, which then
                 # stops the daemon in its own order (it must outlive the pods' unprepare).
                 start_new_session=True,
-                preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,
             )
         return self
 
@@ -344,16 +343,3 @@ class PluginProcess:
         """The claims recorded in the daemon's checkpoint, by UID."""
         document = json.loads((self.data_dir / CHECKPOINT_FILE).read_text())
         return dict(document["claims"])
-
-
-def _terminate_with_parent() -> None:
-    """In the child: get SIGTERM when the parent dies, even by SIGKILL (``PR_SET_PDEATHSIG``).
-
-    The daemon is in its own session, so nothing else would stop it when a test run or the
-    demo is killed.
-    """
-    pr_set_pdeathsig = 1
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # best effort: stop() remains the normal way to end it
