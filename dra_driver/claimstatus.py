@@ -23,7 +23,9 @@ RBAC rule grants ``update`` on ``resourceclaims/status`` (and ``associated-node:
 Best effort, by design: a status write that fails is logged and counted, never reported to
 the kubelet. The devices are prepared either way; failing the prepare would make the kubelet
 retry the pod start over a debugging aid, and a slow API server must not eat into the
-kubelet's 45 s call budget, hence the worker thread.
+kubelet's 45 s call budget, hence the worker thread. While the API server is unreachable only
+the first failed write is logged, plus one line when a write goes through again, so an outage
+is not one line per claim.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from dra_driver.allocator import CuMask
 from dra_driver.checkpoint import ClaimEntry, ClaimState, PreparedShare
 from dra_driver.driver import Plugin
 from dra_driver.errors import DriverError
-from dra_driver.kube import Conflict, KubeClient, KubeError, NotFound, paths
+from dra_driver.kube import Conflict, KubeClient, KubeError, NotFound, is_unreachable, paths
 from dra_driver.model import Claim, ClaimRef, ClaimUID, PrepareResult
 from dra_driver.vdev import vdev_file_name
 
@@ -225,6 +227,8 @@ class ClaimStatusReporter:
         self._busy = False
         self._cond = threading.Condition()
         self._stopping = False
+        self._unreachable = False
+        """The last write failed because the API server was unreachable (worker thread only)."""
         self._thread = threading.Thread(target=self._run, name="claim-status", daemon=True)
 
     def start(self) -> None:
@@ -280,9 +284,29 @@ class ClaimStatusReporter:
             self.reconcile(ref)
         except DriverError as exc:
             self.failures += 1
-            logger.warning("cannot write the status of claim %s (best effort): %s", ref, exc)
+            self._log_failure(ref, exc)
             if self._on_failure is not None:
                 self._on_failure(ref)
+            return
+        if self._unreachable:
+            self._unreachable = False
+            logger.info("claim status: the API server answers again; writing status again")
+
+    def _log_failure(self, ref: ClaimRef, exc: DriverError) -> None:
+        """One line per failed write, except while the API server stays unreachable."""
+        if not (isinstance(exc, KubeError) and is_unreachable(exc)):
+            logger.warning("cannot write the status of claim %s (best effort): %s", ref, exc)
+        elif not self._unreachable:
+            self._unreachable = True
+            logger.warning(
+                "cannot write the status of claim %s (best effort): %s; the API server is "
+                "unreachable, further writes that fail for that reason are not logged until "
+                "it answers",
+                ref,
+                exc,
+            )
+        else:
+            logger.debug("cannot write the status of claim %s either: %s", ref, exc)
 
     def reconcile(self, ref: ClaimRef) -> bool:
         """Write the claim's entries as the checkpoint has them now; True if it wrote.

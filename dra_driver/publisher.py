@@ -12,8 +12,9 @@ Behaviour (kubelet-plugin-protocol.md §6.5):
   ``resourceSliceCount`` is the number of desired slices;
 - a slice deleted by someone else (the kubelet wipes a node's slices when it starts, and a
   driver's 30 s after it disappears) is re-created at once: watch events trigger a sync;
-- API errors are retried with capped exponential backoff; an outage is logged once when it
-  starts and once when it ends, never per retry;
+- API errors are retried with capped exponential backoff; a failure is logged once when it
+  starts (again only if the error turns into another kind) and once when a sync succeeds
+  again, never per retry: an API server outage is one warning and one recovery line;
 - stopping never deletes slices: during an upgrade the successor takes them over, and devices
   must not vanish from the scheduler's view in between.
 
@@ -26,12 +27,13 @@ import copy
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from dra_driver.kube import paths
 from dra_driver.kube.client import KubeClient, WatchStream
-from dra_driver.kube.errors import ApiError, ConnectionFailed, Gone, KubeError, NotFound
+from dra_driver.kube.errors import ApiError, Gone, KubeError, NotFound, is_unreachable
 from dra_driver.slices import PoolSpec, keep_taint_times
 
 logger = logging.getLogger(__name__)
@@ -83,7 +85,9 @@ class SlicePublisher:
         self._node_uid: str | None = None
         self._watch: WatchStream | None = None
         self._threads: list[threading.Thread] = []
-        self._api_down = False
+        self._failing: str | None = None
+        """The kind of the failure being retried (see ``_failure_kind``); None: in sync."""
+        self._failing_since = 0.0
         self._dropped_fields = False
         self._dropped_taints = False
         self.syncs = 0
@@ -149,21 +153,43 @@ class SlicePublisher:
             self._note_success()
 
     def _note_failure(self, exc: KubeError) -> None:
-        if isinstance(exc, ConnectionFailed) or (isinstance(exc, ApiError) and exc.status >= 500):
-            if not self._api_down:
-                self._api_down = True
-                logger.warning(
-                    "cannot reach the API server to publish ResourceSlices (%s); "
-                    "retrying with backoff until it is back",
-                    exc,
-                )
+        """Log a failed sync when it is the first of its kind since the last success.
+
+        Retries fail the same way until the cause goes away (an outage, RBAC that forbids the
+        write, a policy that rejects it); logging each would print a line per backoff step:
+        seven in the first 20 s, then one every 30 s for as long as it lasts.
+        """
+        kind = _failure_kind(exc)
+        if kind == self._failing:
+            logger.debug("ResourceSlice sync failed again: %s", exc)
             return
-        logger.error("publishing ResourceSlices failed: %s; retrying", exc)
+        if self._failing is None:
+            self._failing_since = time.monotonic()
+        self._failing = kind
+        if kind == _UNREACHABLE:
+            logger.warning(
+                "cannot reach the API server to publish ResourceSlices (%s); "
+                "retrying with backoff until it is back",
+                exc,
+            )
+        else:
+            logger.error(
+                "publishing ResourceSlices failed: %s; retrying with backoff (logged again "
+                "only if the error changes)",
+                exc,
+            )
 
     def _note_success(self) -> None:
-        if self._api_down:
-            self._api_down = False
-            logger.warning("API server reachable again; ResourceSlices are published")
+        if self._failing is None:
+            return
+        down_s = time.monotonic() - self._failing_since
+        if self._failing == _UNREACHABLE:
+            logger.info(
+                "API server reachable again after %.1f s; ResourceSlices are published", down_s
+            )
+        else:
+            logger.info("ResourceSlices published after %.1f s of failed attempts", down_s)
+        self._failing = None
 
     def sync_once(self) -> None:
         """Bring the node's slices in line with the desired pool (one pass)."""
@@ -361,6 +387,19 @@ class SlicePublisher:
             finally:
                 with self._lock:
                     self._watch = None
+
+
+#: The failure kind of every error that means the API server is not there (an outage).
+_UNREACHABLE = "unreachable"
+
+
+def _failure_kind(exc: KubeError) -> str:
+    """What a failed sync has in common with its retries: unreachable, or the status."""
+    if is_unreachable(exc):
+        return _UNREACHABLE
+    if isinstance(exc, ApiError):
+        return f"{exc.status} {exc.reason}"
+    return type(exc).__name__
 
 
 def _selector(pool: PoolSpec) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,15 @@ from dra_driver.claimstatus import (
 )
 from dra_driver.devices import DeviceName
 from dra_driver.errors import DriverError
-from dra_driver.kube import Conflict, KubeError, NotFound, paths
+from dra_driver.kube import (
+    Conflict,
+    ConnectionFailed,
+    Forbidden,
+    KubeError,
+    NotFound,
+    ServerError,
+    paths,
+)
 from dra_driver.model import Claim, ClaimRef, ClaimUID, PrepareResult
 
 DRIVER = "dcu.hygon.com"
@@ -282,6 +291,44 @@ def test_failures_are_counted_and_never_raised() -> None:
     finally:
         writer.stop()
     assert (writer.failures, writer.writes, failed) == (1, 0, [REF])
+
+
+def test_an_unreachable_api_server_is_logged_once_not_once_per_claim(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = FakeClaimApi(claim())
+    writer = reporter(api, {UID: entry(VDCU)})
+    caplog.set_level(logging.DEBUG, logger="dra_driver.claimstatus")
+    failures: list[KubeError] = [
+        ConnectionFailed("GET", api.path, "refused"),
+        ServerError(503, "ServiceUnavailable", "etcd is not reachable"),
+        ConnectionFailed("GET", api.path, "refused"),
+        Forbidden(403, "Forbidden", "RBAC"),
+    ]
+    real_get = api.get
+
+    def get(path: str) -> dict[str, Any]:
+        if failures:
+            raise failures.pop(0)
+        return real_get(path)
+
+    api.get = get  # type: ignore[method-assign]
+    for _ in range(5):
+        writer._reconcile_logged(REF)
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("cannot write the status of claim ns/c (uid ")
+    assert warnings[0].endswith(
+        "the API server is unreachable, further writes that fail for that reason are not "
+        "logged until it answers"
+    )
+    assert "403 Forbidden: RBAC" in warnings[1]
+    assert len([r for r in caplog.records if "either" in r.getMessage()]) == 2
+    assert [r.getMessage() for r in caplog.records if "answers again" in r.getMessage()] == [
+        "claim status: the API server answers again; writing status again"
+    ]
+    assert (writer.failures, writer.writes) == (4, 1)
 
 
 def test_claim_status_flag_is_off_by_default_with_an_env_twin(

@@ -27,6 +27,7 @@ from dra_driver.kube.errors import (
     NotFound,
     ServerError,
     Unauthorized,
+    is_unreachable,
 )
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "Unauthorized",
     "WatchEvent",
     "WatchStream",
+    "is_unreachable",
     "load_incluster_config",
     "load_kubeconfig",
 ]

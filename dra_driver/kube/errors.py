@@ -126,6 +126,17 @@ class ServerError(ApiError):
     """5xx: the API server (or something behind it) failed."""
 
 
+def is_unreachable(error: KubeError) -> bool:
+    """Whether ``error`` means the API server is not there to answer, rather than a refusal.
+
+    No HTTP answer at all, or a 5xx (an API server that is starting, stopping or cannot reach
+    etcd): callers treat these as an outage, retry and log it once, not once per attempt.
+    """
+    return isinstance(error, ConnectionFailed) or (
+        isinstance(error, ApiError) and error.status >= 500
+    )
+
+
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: BadRequest,
     401: Unauthorized,

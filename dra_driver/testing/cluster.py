@@ -2,7 +2,10 @@
 
 :class:`ControlPlane` runs ``build/bin/controlplane`` (built by ``make controlplane``): it waits
 for its ``READY kubeconfig=FILE`` line and on :meth:`ControlPlane.stop` sends SIGTERM, then
-SIGKILL to the whole process group, so nothing is left behind. The helpers create objects from
+SIGKILL to the whole process group, so nothing is left behind. :meth:`ControlPlane.stop_apiserver`
+and :meth:`ControlPlane.start_apiserver` play an API server outage: only kube-apiserver goes
+away, etcd keeps its data and the scheduler and controller manager keep running (the binary's
+SIGUSR1/SIGUSR2, see tests/controlplane/README.md). The helpers create objects from
 YAML (for good, or for a while with :func:`temporary_objects`), manage per-test namespaces and
 read pod and claim state.
 """
@@ -10,14 +13,13 @@ read pod and claim state.
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import datetime as dt
 import os
 import signal
 import subprocess
-import sys
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ import yaml
 
 from dra_driver.errors import DriverError
 from dra_driver.kube import AlreadyExists, ApiError, KubeClient, NotFound, paths
+from dra_driver.testing.fakekubelet import objects
+from dra_driver.testing.processes import dies_with_parent
 from dra_driver.testing.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +41,13 @@ CONTROLPLANE_BINARY = Path(
 DEFAULT_START_TIMEOUT_S = 120.0
 #: The supervisor stops its children with its own 10 s grace each.
 DEFAULT_STOP_TIMEOUT_S = 30.0
+#: The supervisor gives kube-apiserver 20 s after SIGTERM before it kills it.
+APISERVER_STOP_TIMEOUT_S = 30.0
+#: kube-apiserver on an existing etcd is ready in 2-4 s; a loaded CI machine needs far more.
+APISERVER_START_TIMEOUT_S = 120.0
+#: What the binary prints on stdout once SIGUSR1/SIGUSR2 are done (tests/controlplane/README.md).
+APISERVER_STOPPED = "APISERVER STOPPED"
+APISERVER_READY = "APISERVER READY"
 
 
 class ControlPlaneError(DriverError):
@@ -53,6 +64,11 @@ class ControlPlane:
         self.log_file = data_dir / "controlplane.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._client: KubeClient | None = None
+        # The binary's stdout lines, appended by the reader thread; _lines_changed is notified
+        # on each new line and when stdout ends.
+        self._lines: list[str] = []
+        self._lines_changed = threading.Condition()
+        self._stdout_closed = False
 
     @property
     def client(self) -> KubeClient:
@@ -71,43 +87,88 @@ class ControlPlane:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             self._process = subprocess.Popen(
-                [
-                    str(self.binary),
-                    "--data-dir",
-                    str(self.data_dir / "state"),
-                    "--kubeconfig",
-                    str(self.kubeconfig),
-                ],
+                dies_with_parent(
+                    [
+                        str(self.binary),
+                        "--data-dir",
+                        str(self.data_dir / "state"),
+                        "--kubeconfig",
+                        str(self.kubeconfig),
+                    ]
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,
                 # Own process group: stop() can signal everything the binary started.
                 start_new_session=True,
-                preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,
             )
-        ready = threading.Event()
-        lines: list[str] = []
         assert self._process.stdout is not None
         stdout = self._process.stdout
+        with self._lines_changed:
+            self._lines.clear()
+            self._stdout_closed = False
 
         def read_stdout() -> None:
             # Keep draining after READY so the child never blocks on a full pipe.
             for raw in stdout:
-                lines.append(raw.decode(errors="replace").rstrip("\n"))
-                if lines[-1].startswith("READY "):
-                    ready.set()
-            ready.set()
+                with self._lines_changed:
+                    self._lines.append(raw.decode(errors="replace").rstrip("\n"))
+                    self._lines_changed.notify_all()
+            with self._lines_changed:
+                self._stdout_closed = True
+                self._lines_changed.notify_all()
 
         threading.Thread(target=read_stdout, name="controlplane-stdout", daemon=True).start()
-        if not ready.wait(timeout_s) or not any(line.startswith("READY ") for line in lines):
+        if not self._wait_for_line(lambda line: line.startswith("READY "), 0, timeout_s):
             code = self._process.poll()
             self.stop()
             state = f"exited with {code}" if code is not None else f"not ready after {timeout_s} s"
             raise ControlPlaneError(
-                f"control plane {state}; stdout: {lines!r}; last log lines:\n{self.log_tail()}"
+                f"control plane {state}; stdout: {self._lines!r}; last log lines:\n"
+                f"{self.log_tail()}"
             )
         self._client = KubeClient.from_kubeconfig(self.kubeconfig, user_agent="dcu-dra-tests")
         return self
+
+    def stop_apiserver(self, *, timeout_s: float = APISERVER_STOP_TIMEOUT_S) -> None:
+        """Stop kube-apiserver alone and wait until it has exited (the start of an outage).
+
+        etcd keeps its data, the scheduler and the controller manager keep running, and every
+        client sees what it sees when a real cluster's API server goes away: refused
+        connections. Idempotent.
+        """
+        self._signal_and_wait(signal.SIGUSR1, APISERVER_STOPPED, timeout_s=timeout_s)
+
+    def start_apiserver(self, *, timeout_s: float = APISERVER_START_TIMEOUT_S) -> None:
+        """Start kube-apiserver again (same port, certificates and etcd) and wait for /readyz.
+
+        Idempotent: a running API server is left alone.
+        """
+        self._signal_and_wait(signal.SIGUSR2, APISERVER_READY, timeout_s=timeout_s)
+
+    def _signal_and_wait(self, sig: signal.Signals, answer: str, *, timeout_s: float) -> None:
+        """Send ``sig`` to the binary and wait for ``answer`` on its stdout."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            raise ControlPlaneError(f"control plane not running; cannot send {sig.name}")
+        with self._lines_changed:
+            seen = len(self._lines)
+        process.send_signal(sig)
+        if not self._wait_for_line(lambda line: line == answer, seen, timeout_s):
+            code = process.poll()
+            state = f"exited with {code}" if code is not None else f"no answer after {timeout_s} s"
+            raise ControlPlaneError(
+                f"control plane did not answer {sig.name} with {answer!r} ({state}); "
+                f"last log lines:\n{self.log_tail()}"
+            )
+
+    def _wait_for_line(self, matches: Callable[[str], bool], start: int, timeout_s: float) -> bool:
+        """Whether a stdout line from index ``start`` on matches, within ``timeout_s``."""
+        with self._lines_changed:
+            return self._lines_changed.wait_for(
+                lambda: any(matches(line) for line in self._lines[start:]) or self._stdout_closed,
+                timeout=timeout_s,
+            ) and any(matches(line) for line in self._lines[start:])
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of the supervisor's log (component logs are under the data dir)."""
@@ -137,18 +198,6 @@ class ControlPlane:
         process.wait()
         if process.stdout is not None:
             process.stdout.close()
-
-
-def _terminate_with_parent() -> None:
-    """In the child: receive SIGTERM when the test process dies, even if it is killed.
-
-    ``PR_SET_PDEATHSIG`` (Linux); the control plane then stops its own children as usual.
-    """
-    pr_set_pdeathsig = 1
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # best effort: stop() remains the normal way to end it
 
 
 # --- objects ------------------------------------------------------------------------------
@@ -186,6 +235,34 @@ def apply_yaml(
     ServiceAccount, ClusterRole(+Binding), DaemonSet, ...).
     """
     return [create_object(client, doc, namespace=namespace) for doc in load_yaml(text)]
+
+
+# --- nodes --------------------------------------------------------------------------------
+
+
+def create_ready_node(client: KubeClient, name: str, *, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Create a Node that reports Ready but has no kubelet; return it once it is schedulable.
+
+    For tests that make the kubelet's DRA calls themselves: the scheduler allocates claims and
+    binds pods to the node, and nothing starts them. The Ready condition is never renewed,
+    which the control plane tolerates (its node grace periods are ten years). Returns after
+    the node lifecycle controller removed the ``not-ready`` taint every new Node gets.
+    """
+    client.create(paths.nodes(), objects.node_object(name, objects.node_labels(name)))
+    client.patch(
+        paths.nodes(name, subresource="status"),
+        {"status": objects.node_status(name, dt.datetime.now(dt.UTC))},
+    )
+
+    def schedulable() -> dict[str, Any] | None:
+        node = client.get(paths.nodes(name))
+        return None if (node.get("spec") or {}).get("taints") else node
+
+    return wait_for(
+        schedulable,
+        timeout_s=timeout_s,
+        description=f"node {name} to lose the not-ready taint of a new Node",
+    )
 
 
 # --- namespaces ---------------------------------------------------------------------------

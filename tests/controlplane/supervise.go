@@ -86,6 +86,9 @@ type child struct {
 	logPath string
 	done    chan struct{} // closed when the process has exited
 	err     error         // Wait's result, valid after done is closed
+	// stopped: we stopped it on purpose (SIGUSR1), so its exit is no failure.
+	// Set and read only by the supervisor's main goroutine.
+	stopped bool
 }
 
 type event struct {
@@ -103,11 +106,29 @@ type supervisor struct {
 	events   chan event
 	signals  chan os.Signal
 	stopping bool
+	// What restarting the apiserver needs (SIGUSR2): its flags, /readyz URL
+	// and the admin TLS config that /readyz takes.
+	apiserverArgs  []string
+	apiserverReady string
+	adminTLS       *tls.Config
 }
 
+// Outage signals, for tests of what clients do while the API server is gone:
+// SIGUSR1 stops the apiserver child alone, SIGUSR2 starts it again with the
+// same flags (same port, certificates and etcd data). etcd, the scheduler and
+// the controller manager keep running, as in a real apiserver outage. Each is
+// answered on stdout once done (apiserverStopped, apiserverReady), also when
+// there was nothing to do. They are honoured only after READY and between
+// two answers; any other time (start-up, a restart in progress) they are
+// logged and dropped.
+const (
+	apiserverStopped = "APISERVER STOPPED"
+	apiserverReady   = "APISERVER READY"
+)
+
 func supervise(opts options) int {
-	s := &supervisor{opts: opts, events: make(chan event, 8), signals: make(chan os.Signal, 2)}
-	signal.Notify(s.signals, syscall.SIGTERM, syscall.SIGINT)
+	s := &supervisor{opts: opts, events: make(chan event, 8), signals: make(chan os.Signal, 4)}
+	signal.Notify(s.signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
 	code := s.run()
 	s.teardown()
 	if code == 0 {
@@ -177,7 +198,7 @@ func (s *supervisor) run() int {
 			return 1
 		}
 	}
-	if err := s.startChild("apiserver", []string{
+	s.apiserverArgs = []string{
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
@@ -203,7 +224,9 @@ func (s *supervisor) run() int {
 		"--feature-gates=" + featureGates,
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
-	}); err != nil {
+	}
+	s.apiserverReady = server + "/readyz"
+	if err := s.startChild("apiserver", s.apiserverArgs); err != nil {
 		logger.Print(err)
 		return 1
 	}
@@ -212,7 +235,8 @@ func (s *supervisor) run() int {
 		logger.Print(err)
 		return 1
 	}
-	if code, ok := s.waitHealthy("apiserver", server+"/readyz", adminTLS, nil); !ok {
+	s.adminTLS = adminTLS
+	if code, ok := s.waitHealthy("apiserver", s.apiserverReady, adminTLS, nil); !ok {
 		return code
 	}
 	logger.Printf("kube-apiserver ready at %s (%s)", server, time.Since(start).Round(time.Millisecond))
@@ -301,12 +325,96 @@ func (s *supervisor) run() int {
 	for {
 		select {
 		case sig := <-s.signals:
-			logger.Printf("received %s, shutting down", sig)
-			return 0
+			switch sig {
+			case syscall.SIGUSR1:
+				s.stopAPIServer()
+			case syscall.SIGUSR2:
+				if code, ok := s.restartAPIServer(); !ok {
+					return code
+				}
+			default:
+				logger.Printf("received %s, shutting down", sig)
+				return 0
+			}
 		case ev := <-s.events:
+			if s.expected(ev) {
+				continue
+			}
 			return s.unexpected(ev)
 		}
 	}
+}
+
+// isStopSignal tells SIGTERM/SIGINT from the outage signals.
+func isStopSignal(sig os.Signal) bool {
+	return sig != syscall.SIGUSR1 && sig != syscall.SIGUSR2
+}
+
+// expected: the exit of a child we stopped on purpose.
+func (s *supervisor) expected(ev event) bool {
+	return ev.child != nil && ev.child.stopped
+}
+
+// apiserver is the current apiserver child (nil before it was started).
+func (s *supervisor) apiserver() *child {
+	for _, c := range s.children {
+		if c.name == "apiserver" {
+			return c
+		}
+	}
+	return nil
+}
+
+// stopAPIServer kills the apiserver child alone (SIGUSR1) and says so on
+// stdout once it has exited. SIGKILL, as a crash or an OOM kill would: every
+// connection is reset at once. On SIGTERM kube-apiserver stops listening but
+// keeps serving the watches already open until they end (for up to a
+// minute), so clients would see the outage piecemeal.
+func (s *supervisor) stopAPIServer() {
+	c := s.apiserver()
+	select {
+	case <-c.done:
+		logger.Print("SIGUSR1: the apiserver is already stopped")
+	default:
+		logger.Print("SIGUSR1: killing the apiserver (etcd, scheduler and controller manager keep running)")
+		c.stopped = true
+		_ = c.cmd.Process.Kill()
+		<-c.done
+		logger.Printf("apiserver stopped: %v", c.err)
+	}
+	announce(apiserverStopped)
+}
+
+// restartAPIServer starts the apiserver again with its original flags
+// (SIGUSR2), waits for /readyz and says so on stdout. Not ok: the caller
+// tears everything down and exits with code.
+func (s *supervisor) restartAPIServer() (int, bool) {
+	c := s.apiserver()
+	select {
+	case <-c.done:
+	default:
+		logger.Print("SIGUSR2: the apiserver is already running")
+		announce(apiserverReady)
+		return 0, true
+	}
+	start := time.Now()
+	logger.Print("SIGUSR2: starting the apiserver again")
+	if err := s.startChild("apiserver", s.apiserverArgs); err != nil {
+		logger.Print(err)
+		return 1, false
+	}
+	if code, ok := s.waitHealthy("apiserver", s.apiserverReady, s.adminTLS, nil); !ok {
+		return code, false
+	}
+	logger.Printf("kube-apiserver ready again (%s)", time.Since(start).Round(time.Millisecond))
+	announce(apiserverReady)
+	return 0, true
+}
+
+// announce writes one status line to stdout (the only other line is READY).
+func announce(line string) {
+	fmt.Fprintln(os.Stdout, line)
+	os.Stdout.Sync()
 }
 
 // unexpected reports a component failure and returns the exit code.
@@ -364,15 +472,24 @@ func (s *supervisor) startEtcd() (string, error) {
 		return "", err
 	}
 	s.etcd = e
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		return "", err
-	case <-time.After(time.Minute):
-		return "", errors.New("not ready after 1m")
-	case sig := <-s.signals:
-		logger.Printf("received %s while starting etcd, shutting down", sig)
-		return "", errInterrupted
+	deadline := time.After(time.Minute)
+waiting:
+	for {
+		select {
+		case <-e.Server.ReadyNotify():
+			break waiting
+		case err := <-e.Err():
+			return "", err
+		case <-deadline:
+			return "", errors.New("not ready after 1m")
+		case sig := <-s.signals:
+			if isStopSignal(sig) {
+				logger.Printf("received %s while starting etcd, shutting down", sig)
+				return "", errInterrupted
+			}
+			// The outage signals need a running apiserver: dropped until READY.
+			logger.Printf("ignoring %s while starting etcd", sig)
+		}
 	}
 	go func() {
 		if err, ok := <-e.Err(); ok && err != nil {
@@ -388,7 +505,21 @@ func (s *supervisor) startChild(name string, args []string) error {
 		return err
 	}
 	logPath := filepath.Join(s.logDir, name+".log")
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	// A restarted child (the apiserver after SIGUSR2) appends to its log and
+	// takes its old place in start order, so teardown still stops it after
+	// the scheduler and the controller manager.
+	previous := -1
+	for i, c := range s.children {
+		if c.name == name {
+			previous = i
+			break
+		}
+	}
+	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+	if previous >= 0 {
+		flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
+	}
+	logFile, err := os.OpenFile(logPath, flags, 0o600)
 	if err != nil {
 		return err
 	}
@@ -414,7 +545,11 @@ func (s *supervisor) startChild(name string, args []string) error {
 	}
 	logFile.Close() // the child holds its own descriptor
 	c := &child{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	s.children = append(s.children, c)
+	if previous >= 0 {
+		s.children[previous] = c
+	} else {
+		s.children = append(s.children, c)
+	}
 	logger.Printf("started %s (pid %d), log %s", name, cmd.Process.Pid, logPath)
 	go func() {
 		c.err = cmd.Wait()
@@ -456,9 +591,16 @@ func (s *supervisor) waitHealthy(name, u string, tlsCfg *tls.Config, want []byte
 	for {
 		select {
 		case sig := <-s.signals:
+			if !isStopSignal(sig) {
+				logger.Printf("ignoring %s while waiting for %s", sig, name)
+				continue
+			}
 			logger.Printf("received %s while waiting for %s, shutting down", sig, name)
 			return 0, false
 		case ev := <-s.events:
+			if s.expected(ev) {
+				continue
+			}
 			return s.unexpected(ev), false
 		case <-deadline:
 			logger.Printf("%s not healthy after %s (last: %s); see %s", name, startupTimeout, last, filepath.Join(s.logDir, name+".log"))

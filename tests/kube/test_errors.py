@@ -11,13 +11,16 @@ from dra_driver.kube.errors import (
     ApiError,
     BadRequest,
     Conflict,
+    ConnectionFailed,
     Forbidden,
     Gone,
     Invalid,
+    KubeError,
     NotFound,
     ServerError,
     Unauthorized,
     api_error,
+    is_unreachable,
 )
 
 
@@ -83,3 +86,20 @@ def test_long_messages_are_cut() -> None:
     error = api_error(422, status_body(422, "Invalid", "x" * 5000))
 
     assert len(error.message) == 1024
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (ConnectionFailed("GET", "/api", "ConnectionRefusedError: refused"), True),
+        (ServerError(503, "ServiceUnavailable", "etcd is down"), True),
+        (ServerError(500, "InternalError", "oops"), True),
+        (Forbidden(403, "Forbidden", "RBAC"), False),
+        (Conflict(409, "Conflict", "stale"), False),
+        (ApiError(429, "TooManyRequests", "slow down"), False),
+        (KubeError("GET /api: answer is not JSON"), False),
+    ],
+    ids=["refused", "503", "500", "403", "409", "429", "not-json"],
+)
+def test_unreachable_means_no_answer_or_a_5xx(error: KubeError, expected: bool) -> None:
+    assert is_unreachable(error) is expected
