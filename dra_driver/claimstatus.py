@@ -34,6 +34,7 @@ import copy
 import datetime as dt
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -58,6 +59,11 @@ MAX_CONFLICT_RETRIES = 5
 #: On shutdown, pending writes get this long before they are dropped (the pod's 30 s grace
 #: period is shared with the gRPC servers' drain).
 STOP_GRACE_S = 3.0
+#: A write that failed because the API server did not answer is tried again after this long,
+#: doubling per failure up to ``RETRY_MAX_S``: an outage of minutes heals without a write
+#: storm when it ends. Refusals (403, 422, ...) are not retried; they would fail the same way.
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 30.0
 
 #: Reads the checkpoint's claims now (``DcuPlugin.prepared_claims``).
 PreparedClaims = Callable[[], Mapping[ClaimUID, ClaimEntry]]
@@ -229,6 +235,9 @@ class ClaimStatusReporter:
         self._stopping = False
         self._unreachable = False
         """The last write failed because the API server was unreachable (worker thread only)."""
+        self._retries: dict[ClaimUID, tuple[ClaimRef, float, float]] = {}
+        """Claims whose write failed for want of an API server: (ref, due time, last delay)."""
+        self._monotonic = time.monotonic
         self._thread = threading.Thread(target=self._run, name="claim-status", daemon=True)
 
     def start(self) -> None:
@@ -255,6 +264,7 @@ class ClaimStatusReporter:
                 return
             self._pending[ref.uid] = ref
             self._pending.move_to_end(ref.uid)
+            self._retries.pop(ref.uid, None)  # a fresh request supersedes a scheduled retry
             self._cond.notify_all()
 
     def wait_idle(self, timeout_s: float) -> bool:
@@ -264,10 +274,23 @@ class ClaimStatusReporter:
                 lambda: not self._pending and not self._busy, timeout=timeout_s
             )
 
+    def retries_scheduled(self) -> int:
+        """How many claims wait for a retry of a write the API server did not answer."""
+        with self._cond:
+            return len(self._retries)
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._pending or self._stopping)
+                while not self._pending and not self._stopping:
+                    self._queue_due_retries()
+                    if self._pending:
+                        break
+                    due = min(
+                        (t for _, t, _ in self._retries.values() if t != float("inf")),
+                        default=None,
+                    )
+                    self._cond.wait(None if due is None else max(0.0, due - self._monotonic()))
                 if self._stopping:
                     return
                 _, ref = self._pending.popitem(last=False)
@@ -285,12 +308,35 @@ class ClaimStatusReporter:
         except DriverError as exc:
             self.failures += 1
             self._log_failure(ref, exc)
+            if isinstance(exc, KubeError) and is_unreachable(exc):
+                self._schedule_retry(ref)
             if self._on_failure is not None:
                 self._on_failure(ref)
             return
+        with self._cond:
+            self._retries.pop(ref.uid, None)
         if self._unreachable:
             self._unreachable = False
             logger.info("claim status: the API server answers again; writing status again")
+
+    def _schedule_retry(self, ref: ClaimRef) -> None:
+        """Try the claim again later, backing off while the API server stays away."""
+        with self._cond:
+            if self._stopping or ref.uid in self._pending:
+                return
+            previous = self._retries.get(ref.uid)
+            delay = RETRY_FIRST_S if previous is None else min(previous[2] * 2, RETRY_MAX_S)
+            self._retries[ref.uid] = (ref, self._monotonic() + delay, delay)
+            self._cond.notify_all()
+
+    def _queue_due_retries(self) -> None:
+        """Move retries whose time has come to the pending queue (lock held)."""
+        now = self._monotonic()
+        for uid, (ref, due, delay) in list(self._retries.items()):
+            if due <= now:
+                self._pending[uid] = ref
+                # Kept (with its delay) until a write succeeds, so the backoff grows.
+                self._retries[uid] = (ref, float("inf"), delay)
 
     def _log_failure(self, ref: ClaimRef, exc: DriverError) -> None:
         """One line per failed write, except while the API server stays unreachable."""

@@ -17,6 +17,7 @@ import pytest
 from dra_driver import cli
 from dra_driver.checkpoint import ClaimEntry, ClaimState, PreparedShare
 from dra_driver.claimstatus import (
+    RETRY_FIRST_S,
     ClaimStatusReporter,
     StatusReportingPlugin,
     build_device_statuses,
@@ -34,6 +35,7 @@ from dra_driver.kube import (
     paths,
 )
 from dra_driver.model import Claim, ClaimRef, ClaimUID, PrepareResult
+from dra_driver.testing.waiting import wait_for
 
 DRIVER = "dcu.hygon.com"
 NODE = "node-a"
@@ -329,6 +331,73 @@ def test_an_unreachable_api_server_is_logged_once_not_once_per_claim(
         "claim status: the API server answers again; writing status again"
     ]
     assert (writer.failures, writer.writes) == (4, 1)
+
+
+def test_a_write_the_api_server_did_not_answer_is_retried_with_backoff() -> None:
+    """Unreachable: retried after 1 s, then 2 s, ... until it lands; a refusal is not."""
+    api = FakeClaimApi(claim())
+    writer = reporter(api, {UID: entry(VDCU)})
+    now = [100.0]
+    writer._monotonic = lambda: now[0]
+    outage: list[KubeError] = [
+        ConnectionFailed("GET", api.path, "refused"),
+        ServerError(503, "ServiceUnavailable", "etcd is not reachable"),
+    ]
+    real_get = api.get
+
+    def get(path: str) -> dict[str, Any]:
+        if outage:
+            raise outage.pop(0)
+        return real_get(path)
+
+    api.get = get  # type: ignore[method-assign]
+    writer._reconcile_logged(REF)
+    assert writer.retries_scheduled() == 1
+    with writer._cond:
+        writer._queue_due_retries()
+    assert not writer._pending  # not due before its second
+    now[0] += RETRY_FIRST_S
+    with writer._cond:
+        writer._queue_due_retries()
+    assert list(writer._pending) == [UID]
+    writer._pending.clear()
+    writer._reconcile_logged(REF)  # the 503: backs off further
+    ((_, due, delay),) = writer._retries.values()
+    assert (delay, due) == (2 * RETRY_FIRST_S, now[0] + 2 * RETRY_FIRST_S)
+    now[0] = due
+    with writer._cond:
+        writer._queue_due_retries()
+    writer._pending.clear()
+    writer._reconcile_logged(REF)  # the API server is back
+    assert (writer.writes, writer.retries_scheduled()) == (1, 0)
+
+    refused = reporter(FakeClaimApi(claim()), {UID: entry(VDCU)})
+    refused.client.get = lambda path: (_ for _ in ()).throw(  # type: ignore[method-assign]
+        Forbidden(403, "Forbidden", "RBAC")
+    )
+    refused._reconcile_logged(REF)
+    assert (refused.failures, refused.retries_scheduled()) == (1, 0)
+
+
+def test_the_worker_retries_on_its_own_once_the_api_server_answers() -> None:
+    api = FakeClaimApi(claim())
+    writer = reporter(api, {UID: entry(VDCU)})
+    outage: list[KubeError] = [ConnectionFailed("GET", api.path, "refused")]
+    real_get = api.get
+
+    def get(path: str) -> dict[str, Any]:
+        if outage:
+            raise outage.pop(0)
+        return real_get(path)
+
+    api.get = get  # type: ignore[method-assign]
+    writer.start()
+    try:
+        writer.request(REF)
+        wait_for(lambda: writer.writes == 1, timeout_s=RETRY_FIRST_S + 10, description="retry")
+    finally:
+        writer.stop()
+    assert (writer.failures, writer.writes, writer.retries_scheduled()) == (1, 1, 0)
 
 
 def test_claim_status_flag_is_off_by_default_with_an_env_twin(
