@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import random
 import re
 import threading
 import time
@@ -42,6 +43,9 @@ logger = logging.getLogger(__name__)
 #: (the kubelet gives a vanished driver 30 s before it wipes slices; we must be back sooner).
 BACKOFF_INITIAL_S = 0.2
 BACKOFF_MAX_S = 30.0
+#: Each wait is a random part of the backoff, between this share and all of it ("equal
+#: jitter"): after a cluster-wide outage every node's plugin would otherwise retry in step.
+BACKOFF_JITTER = 0.5
 #: A full resync even without events, to repair anything a missed event left behind.
 RESYNC_PERIOD_S = 300.0
 #: Watch events arrive in bursts (the kubelet deletes slices one by one): wait this long for
@@ -81,6 +85,8 @@ class SlicePublisher:
         self._lock = threading.Lock()
         self._dirty = threading.Event()
         self._stopping = threading.Event()
+        self._api_back = threading.Event()
+        """Set by the watch when a list succeeds: a sync waiting out a backoff goes at once."""
         self._sleep = sleep
         self._node_uid: str | None = None
         self._watch: WatchStream | None = None
@@ -118,6 +124,7 @@ class SlicePublisher:
         """Stop both threads. Never deletes slices (see the module docstring)."""
         self._stopping.set()
         self._dirty.set()
+        self._api_back.set()
         with self._lock:
             watch = self._watch
         if watch is not None:
@@ -133,6 +140,14 @@ class SlicePublisher:
         else:
             self._stopping.wait(seconds)
 
+    def _wait_backoff(self, backoff: float) -> None:
+        """Wait a jittered ``backoff``, or less if the watch sees the API server answer again."""
+        seconds = backoff * random.uniform(BACKOFF_JITTER, 1.0)
+        if self._sleep is not None:
+            self._sleep(seconds)
+        else:
+            self._api_back.wait(seconds)
+
     def _sync_loop(self) -> None:
         backoff = BACKOFF_INITIAL_S
         while not self._stopping.is_set():
@@ -141,12 +156,13 @@ class SlicePublisher:
                 return
             self._wait(EVENT_DEBOUNCE_S)
             self._dirty.clear()
+            self._api_back.clear()
             try:
                 self.sync_once()
             except KubeError as exc:
                 self._note_failure(exc)
                 self._dirty.set()
-                self._wait(backoff)
+                self._wait_backoff(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
             backoff = BACKOFF_INITIAL_S
@@ -356,6 +372,7 @@ class SlicePublisher:
                         paths.resource_slices(), field_selector=_selector(pool)
                     )
                     resource_version = str(listed["metadata"]["resourceVersion"])
+                    self._api_back.set()
                 stream = self._client.watch(
                     paths.resource_slices(),
                     resource_version=resource_version,

@@ -17,7 +17,13 @@ import pytest
 from dra_driver import DRIVER_NAME
 from dra_driver.devices import discover
 from dra_driver.kube import ConnectionFailed, Forbidden, KubeError, ServerError
-from dra_driver.publisher import BACKOFF_INITIAL_S, BACKOFF_MAX_S, SlicePublisher
+from dra_driver.publisher import (
+    BACKOFF_INITIAL_S,
+    BACKOFF_JITTER,
+    BACKOFF_MAX_S,
+    EVENT_DEBOUNCE_S,
+    SlicePublisher,
+)
 from dra_driver.slices import Sharing, build_pool
 
 NODE = "node-a"
@@ -77,8 +83,12 @@ def test_an_outage_is_one_warning_and_one_recovery_line_whatever_the_retries(
     client, waits = run_until_synced(mock_root, [REFUSED] * 12 + [UNAVAILABLE] * 3)
 
     assert len(client.created) == 1
-    backoffs = [w for w in waits if w >= BACKOFF_INITIAL_S]
-    assert len(backoffs) == 15 and max(backoffs) == BACKOFF_MAX_S
+    backoffs = [w for w in waits if w != EVENT_DEBOUNCE_S]
+    assert len(backoffs) == 15
+    # Jittered: each wait lies between half the backoff step and all of it, capped at 30 s.
+    for step, waited in enumerate(backoffs):
+        full = min(BACKOFF_INITIAL_S * 2**step, BACKOFF_MAX_S)
+        assert BACKOFF_JITTER * full <= waited <= full
     (warning,) = messages(caplog, logging.WARNING)
     assert warning.startswith("cannot reach the API server to publish ResourceSlices (GET ")
     assert messages(caplog, logging.ERROR) == []
