@@ -260,6 +260,12 @@ class KubeClient:
             decoded = json.loads(data)
         except ValueError as exc:
             raise KubeError(f"{method} {path}: answer is not JSON: {data[:200]!r}") from exc
+        except RecursionError as exc:
+            # The API server stores JSON nested deeper than Python's decoder goes (opaque
+            # claim parameters may nest ~5000 levels in 10 KiB).
+            raise KubeError(
+                f"{method} {path}: answer nests too deeply to decode ({len(data)} bytes)"
+            ) from exc
         if not isinstance(decoded, dict):
             raise KubeError(f"{method} {path}: answer is not a JSON object")
         return decoded
@@ -390,7 +396,7 @@ class WatchStream(Iterator[WatchEvent]):
             event = json.loads(line)
             event_type = str(event["type"])
             obj = event["object"]
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             self.close()
             raise KubeError(f"{self._method} {self._path}: bad watch event {line[:200]!r}") from exc
         if event_type == "ERROR":

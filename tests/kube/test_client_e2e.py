@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from dra_driver.kube import (
     Invalid,
     KubeClient,
     KubeConfig,
+    KubeError,
     NotFound,
     paths,
 )
@@ -254,3 +256,43 @@ def test_closing_a_watch_from_another_thread_ends_iteration(kube: KubeClient, ns
 
     assert time.monotonic() - started < 5
     assert all(event_type == "BOOKMARK" for event_type, _ in events)
+
+
+def test_an_answer_nested_deeper_than_python_decodes_is_a_kube_error(
+    kube: KubeClient, ns: str
+) -> None:
+    """The API server keeps opaque parameters nested far deeper than json.loads can follow."""
+    deep: list[Any] = []
+    for _ in range(2000):
+        deep = [deep]
+    name = unique_name("deep")
+    claim = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": name},
+        "spec": {
+            "devices": {
+                "requests": [{"name": "r", "exactly": {"deviceClassName": "any"}}],
+                "config": [
+                    {
+                        "opaque": {
+                            "driver": "dcu.hygon.com",
+                            "parameters": {"apiVersion": "v1", "kind": "X", "deep": deep},
+                        }
+                    }
+                ],
+            }
+        },
+    }
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(10_000)  # only to send it (and read the answer to the create)
+    try:
+        kube.create(paths.resource_claims(ns), claim)
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(KubeError, match=r"answer nests too deeply to decode \(\d+ bytes\)$"):
+        kube.get(paths.resource_claims(ns, name))
+    with pytest.raises(KubeError, match="nests too deeply"):  # DELETE answers with the object
+        kube.delete(paths.resource_claims(ns, name))
+    with pytest.raises(NotFound):
+        kube.get(paths.resource_claims(ns, name))
