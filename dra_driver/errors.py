@@ -25,6 +25,25 @@ else stops the daemon (the Python twin of the Go helper's ``ErrRecoverable``).
 
 from __future__ import annotations
 
+import reprlib
+
+#: How much of an outside value (a name the kubelet sent, a field of a user's config) a message
+#: quotes: enough to recognise it; all 10 KiB of it would bury the message.
+QUOTED_MAX_CHARS = 64
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = QUOTED_MAX_CHARS
+_QUOTE.maxlevel = 2
+_QUOTE.maxlist = _QUOTE.maxdict = 4
+
+
+def quoted(value: object) -> str:
+    """``value`` as a message quotes it: a ``repr``, shortened in the middle.
+
+    Newlines, NUL and other control characters come out escaped, so the message stays one
+    line, and the result is short whatever the size or depth of ``value``.
+    """
+    return _QUOTE.repr(value)
+
 
 class DriverError(Exception):
     """Base class of every error the driver reports on purpose."""

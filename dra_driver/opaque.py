@@ -25,7 +25,7 @@ from typing import Any
 import jsonschema
 
 from dra_driver.allocator import Layout
-from dra_driver.errors import ClaimConfigError
+from dra_driver.errors import ClaimConfigError, quoted
 from dra_driver.model import DcuConfig
 
 API_VERSION = "dcu.hygon.com/v1alpha1"
@@ -33,6 +33,12 @@ KIND = "DcuConfig"
 #: The API server's own limit on ``opaque.parameters``; checked again before we decode, so a
 #: huge value (from a server without the limit, or a test) is never parsed or validated.
 MAX_PARAMETERS_BYTES = 10 * 1024
+#: A DcuConfig is flat (depth 1); 10 KiB of ``[`` nest 5000 deep, which would exhaust Python's
+#: recursion limit in any code that walks the value (repr, the schema check). Deeper
+#: parameters are refused before anything walks them.
+MAX_PARAMETERS_DEPTH = 32
+#: Unknown fields listed by name in one message; the rest are counted.
+_MAX_LISTED_FIELDS = 5
 #: (package, path) of the JSON schema of each supported (apiVersion, kind).
 _SCHEMAS: Mapping[tuple[str, str], tuple[str, ...]] = {
     (API_VERSION, KIND): ("schemas", "dcuconfig.v1alpha1.json"),
@@ -136,7 +142,7 @@ def decode_parameters(
         )
     if not any(api_version == version for version, _ in _SCHEMAS):
         raise ClaimConfigError(
-            f"{subject}: apiVersion {api_version!r} is not supported "
+            f"{subject}: apiVersion {quoted(api_version)} is not supported "
             f"(supported: {', '.join(supported)})"
         )
     kinds = sorted(k for version, k in _SCHEMAS if version == api_version)
@@ -144,7 +150,7 @@ def decode_parameters(
         raise ClaimConfigError(f"{subject}: field 'kind' is required (supported: {kinds[0]})")
     if not any(kind == k for k in kinds):
         raise ClaimConfigError(
-            f"{subject}: kind {kind!r} is not supported for apiVersion {api_version} "
+            f"{subject}: kind {quoted(kind)} is not supported for apiVersion {api_version} "
             f"(supported: {', '.join(kinds)})"
         )
     validator = _validator(api_version, kind)
@@ -176,7 +182,7 @@ def _validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
 
 
 def _load_parameters(parameters: object, subject: str) -> dict[str, Any]:
-    """The parameters as a dict, after the size check."""
+    """The parameters as a dict, after the size and depth checks."""
     if isinstance(parameters, (str, bytes)):
         raw = parameters.encode() if isinstance(parameters, str) else parameters
         _check_size(len(raw), subject)
@@ -184,9 +190,13 @@ def _load_parameters(parameters: object, subject: str) -> dict[str, Any]:
             parameters = json.loads(raw)
         except ValueError as exc:
             raise ClaimConfigError(f"{subject}: parameters are not valid JSON: {exc}") from None
+        except RecursionError:
+            raise _depth_error(subject) from None
+        _check_depth(parameters, subject)
     elif parameters is None:
         raise ClaimConfigError(f"{subject}: parameters are missing")
     else:
+        _check_depth(parameters, subject)  # before json.dumps walks it
         try:
             size = len(json.dumps(parameters, separators=(",", ":"), ensure_ascii=False).encode())
         except (TypeError, ValueError, RecursionError) as exc:
@@ -197,6 +207,36 @@ def _load_parameters(parameters: object, subject: str) -> dict[str, Any]:
             f"{subject}: parameters must be a JSON object, got {_json_type(parameters)}"
         )
     return parameters
+
+
+def _check_depth(value: object, subject: str) -> None:
+    if _nesting_depth(value) > MAX_PARAMETERS_DEPTH:
+        raise _depth_error(subject)
+
+
+def _depth_error(subject: str) -> ClaimConfigError:
+    return ClaimConfigError(
+        f"{subject}: parameters are nested more than {MAX_PARAMETERS_DEPTH} levels deep"
+    )
+
+
+def _nesting_depth(value: object) -> int:
+    """How deep objects and arrays nest in ``value`` (a scalar: 0); iterative, never recursive."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_PARAMETERS_DEPTH:
+            return deepest  # deep enough to refuse; no need to walk the rest
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _check_size(size: int, subject: str) -> None:
@@ -225,7 +265,9 @@ def _describe_error(error: jsonschema.ValidationError) -> str:
         extra = [key for key in error.instance if key not in allowed]
         noun = "field" if len(extra) == 1 else "fields"
         verb = "is" if len(extra) == 1 else "are"
-        names = ", ".join(repr(_join(path, key)) for key in extra)
+        names = ", ".join(quoted(_join(path, key)) for key in extra[:_MAX_LISTED_FIELDS])
+        if len(extra) > _MAX_LISTED_FIELDS:
+            names += f" and {len(extra) - _MAX_LISTED_FIELDS} more"
         return f"{noun} {names} {verb} not allowed; allowed fields: {', '.join(allowed)}"
     if error.validator == "required" and isinstance(error.validator_value, list):
         present = error.instance if isinstance(error.instance, dict) else {}
@@ -233,11 +275,11 @@ def _describe_error(error: jsonschema.ValidationError) -> str:
         return "; ".join(f"field {_join(path, key)!r} is required" for key in missing)
     if error.validator == "enum" and isinstance(error.validator_value, list):
         choices = ", ".join(str(choice) for choice in error.validator_value)
-        return f"field {path!r}: {error.instance!r} is not one of: {choices}"
+        return f"field {path!r}: {quoted(error.instance)} is not one of: {choices}"
     if error.validator == "type":
         return f"field {path!r} must be a {error.validator_value}, got {_json_type(error.instance)}"
     if error.validator == "const":
-        return f"field {path!r} must be {error.validator_value!r}, got {error.instance!r}"
+        return f"field {path!r} must be {error.validator_value!r}, got {quoted(error.instance)}"
     return f"field {path!r}: {error.message}"
 
 
@@ -265,7 +307,7 @@ def _source(value: object, index: int) -> ConfigSource:
     except ValueError:
         allowed = ", ".join(source.value for source in ConfigSource)
         raise ClaimConfigError(
-            f"allocation config #{index}: source {value!r} is not one of: {allowed}"
+            f"allocation config #{index}: source {quoted(value)} is not one of: {allowed}"
         ) from None
 
 
@@ -285,5 +327,7 @@ def _describe_requests(requests: Sequence[str]) -> str:
     if not requests:
         return "all requests"
     if len(requests) == 1:
-        return f"request {requests[0]!r}"
-    return "requests " + ", ".join(repr(r) for r in requests)
+        return f"request {quoted(requests[0])}"
+    listed = ", ".join(quoted(r) for r in requests[:_MAX_LISTED_FIELDS])
+    more = len(requests) - _MAX_LISTED_FIELDS
+    return f"requests {listed}" + (f" and {more} more" if more > 0 else "")

@@ -15,6 +15,7 @@ from dra_driver.kube.config import (
 )
 from dra_driver.kube.errors import (
     AlreadyExists,
+    AnswerTooDeepError,
     ApiError,
     BadRequest,
     Conflict,
@@ -32,6 +33,7 @@ from dra_driver.kube.errors import (
 
 __all__ = [
     "AlreadyExists",
+    "AnswerTooDeepError",
     "ApiError",
     "BadRequest",
     "Conflict",

@@ -32,7 +32,13 @@ from dra_driver.kube.config import (
     ssl_context,
     token_source,
 )
-from dra_driver.kube.errors import ApiError, ConnectionFailed, KubeError, api_error
+from dra_driver.kube.errors import (
+    AnswerTooDeepError,
+    ApiError,
+    ConnectionFailed,
+    KubeError,
+    api_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +269,7 @@ class KubeClient:
         except RecursionError as exc:
             # The API server stores JSON nested deeper than Python's decoder goes (opaque
             # claim parameters may nest ~5000 levels in 10 KiB).
-            raise KubeError(
+            raise AnswerTooDeepError(
                 f"{method} {path}: answer nests too deeply to decode ({len(data)} bytes)"
             ) from exc
         if not isinstance(decoded, dict):

@@ -51,6 +51,14 @@ class KubeConfigError(KubeError):
     """A kubeconfig file or the in-cluster environment cannot be used."""
 
 
+class AnswerTooDeepError(KubeError):
+    """The API server's answer nests deeper than Python's JSON decoder follows.
+
+    The API server stores opaque claim parameters nested ~5000 levels deep (10 KiB of ``[``);
+    ``json.loads`` stops near 1000. Asking again gets the same answer: not worth a retry.
+    """
+
+
 class ConnectionFailed(KubeError):  # noqa: N818 - named after the API's reason
     """The request did not get an HTTP answer (connection, TLS, timeout or stream error)."""
 

@@ -6,37 +6,101 @@ whose message names the claim, the cause and, where it helps, what to do. Result
 drivers are ignored. Pure: no I/O, never raises anything but a ``DriverError``, whatever the
 input (a claim is user-controlled data).
 
-The claim UID is checked first, before anything uses it: the core names files and CDI devices
-after it, so a UID that is not a canonical UUID (``../x``, an empty string) never gets further.
+The kubelet's reference to a claim is checked first, before anything uses it
+(``check_claim_ref``): the namespace and name go into the API path and into log lines and the
+core names files and CDI devices after the UID, so a namespace that is not a DNS label, a name
+that is not a DNS subdomain (``../x``, ``a/b``, a NUL, 300 characters) or a UID that is not a
+canonical UUID never gets further. Messages quote such values shortened and escaped
+(``errors.quoted``), so every error stays one readable line.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from dra_driver.devices import DeviceName
-from dra_driver.errors import ClaimConfigError, ClaimError
+from dra_driver.errors import ClaimConfigError, ClaimError, quoted
 from dra_driver.model import AllocatedShare, Claim, ClaimRef, ClaimUID, is_uuid
 from dra_driver.opaque import OpaqueConfig, decode_configs, effective_config
 from dra_driver.quantity import parse_integral_quantity
 from dra_driver.slices import CORES, MEMORY, VDEVICES
 
-#: Device names are DNS labels (the API validates them); they end up in CDI names.
+#: Device names and namespaces are DNS labels (the API validates them); device names end up in
+#: CDI names.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+#: ResourceClaim names are DNS subdomains (the API server's rule for them).
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS_SUBDOMAIN_MAX_CHARS = 253
 #: The capacities our slices publish; a shared allocation consumes all of them.
 CAPACITIES = (CORES, MEMORY, VDEVICES)
 
 
+def is_namespace_name(text: object) -> TypeGuard[str]:
+    """Whether ``text`` can name a namespace (a DNS label: 1-63 of ``a-z``, ``0-9``, ``-``)."""
+    return isinstance(text, str) and _DNS_LABEL.fullmatch(text) is not None
+
+
+def is_claim_name(text: object) -> TypeGuard[str]:
+    """Whether ``text`` can name a ResourceClaim (a DNS subdomain of at most 253 characters)."""
+    return (
+        isinstance(text, str)
+        and len(text) <= _DNS_SUBDOMAIN_MAX_CHARS
+        and _DNS_SUBDOMAIN.fullmatch(text) is not None
+    )
+
+
+def describe_claim(*, namespace: object, name: object, uid: object) -> str:
+    """How messages name a claim the kubelet sent: ``ns/name (uid ...)``, odd parts quoted.
+
+    A valid part is shown as it is; anything else goes through ``errors.quoted``, so a name
+    with a newline or a megabyte UID cannot break or bury a message or a log line.
+    """
+    shown_namespace = namespace if is_namespace_name(namespace) else quoted(namespace)
+    shown_name = name if is_claim_name(name) else quoted(name)
+    shown_uid = uid if is_uuid(uid) else quoted(uid)
+    return f"{shown_namespace}/{shown_name} (uid {shown_uid})"
+
+
 def check_claim_uid(uid: object, *, namespace: str, name: str) -> ClaimUID:
-    """Return ``uid`` as a ``ClaimUID`` if it is a canonical UUID; ``ClaimError`` otherwise."""
+    """Return ``uid`` as a ``ClaimUID`` if it is a canonical UUID; ``ClaimError`` otherwise.
+
+    ``namespace`` and ``name`` go into the message as they are: check them first
+    (``check_claim_ref``).
+    """
     if not is_uuid(uid):
         raise ClaimError(
-            f"claim {namespace}/{name}: uid {uid!r} is not a UUID; refusing to prepare it "
+            f"claim {namespace}/{name}: uid {quoted(uid)} is not a UUID; refusing to prepare it "
             "(claim UIDs name files on this node)"
         )
     return ClaimUID(uid)
+
+
+def check_claim_ref(*, namespace: object, name: object, uid: object) -> ClaimRef:
+    """The kubelet's reference to a claim, checked before any part of it is used.
+
+    Raises ``ClaimError`` (one line, naming the part that is wrong) for a namespace that is
+    not a DNS label, a name that is not a DNS subdomain or a UID that is not a UUID: the
+    kubelet only ever sends what the API server accepted, so such a reference was never a
+    claim, and reading it would send an odd path to the API server.
+    """
+    if is_namespace_name(namespace) and is_claim_name(name):
+        return ClaimRef(
+            uid=check_claim_uid(uid, namespace=namespace, name=name),
+            namespace=namespace,
+            name=name,
+        )
+    where = f"claim {describe_claim(namespace=namespace, name=name, uid=uid)}"
+    if not is_namespace_name(namespace):
+        raise ClaimError(
+            f"{where}: namespace {quoted(namespace)} is not a namespace name (a DNS label: at "
+            "most 63 lowercase letters, digits and '-')"
+        )
+    raise ClaimError(
+        f"{where}: name {quoted(name)} is not a ResourceClaim name (a DNS subdomain: at most "
+        "253 lowercase letters, digits, '-' and '.')"
+    )
 
 
 def claim_from_json(obj: object, *, requested: ClaimRef, driver: str, node_name: str) -> Claim:
@@ -45,8 +109,8 @@ def claim_from_json(obj: object, *, requested: ClaimRef, driver: str, node_name:
     ``node_name`` is this node, whose pool (the pool name equals the node name) every
     allocation result of ``driver`` must name. Raises ``ClaimError`` or ``ClaimConfigError``.
     """
-    uid = check_claim_uid(requested.uid, namespace=requested.namespace, name=requested.name)
-    ref = ClaimRef(uid=uid, namespace=requested.namespace, name=requested.name)
+    ref = check_claim_ref(namespace=requested.namespace, name=requested.name, uid=requested.uid)
+    uid = ref.uid
     where = f"claim {ref}"
     claim = _object(obj, "the claim", where)
     metadata = _object(claim.get("metadata"), "metadata", where)
@@ -76,7 +140,7 @@ def claim_from_json(obj: object, *, requested: ClaimRef, driver: str, node_name:
         if pool != node_name:
             raise ClaimError(
                 f"{where}: allocated on another node: result #{index} of driver {driver} is in "
-                f"pool {pool!r}, but this is node {node_name!r} (pool {node_name!r})"
+                f"pool {quoted(pool)}, but this is node {node_name!r} (pool {node_name!r})"
             )
     try:
         configs = decode_configs(devices.get("config"), driver=driver)
@@ -95,17 +159,17 @@ def _share(
     """One allocation result of ours, with the effective config of its request."""
     request = result.get("request")
     if not isinstance(request, str) or not request.split("/", 1)[0]:
-        raise ClaimError(f"{where}: malformed: request name {request!r} is not a name")
-    where = f"{where} (request {request!r})"
+        raise ClaimError(f"{where}: malformed: request name {quoted(request)} is not a name")
+    where = f"{where} (request {quoted(request)})"
     device = result.get("device")
     if not isinstance(device, str) or _DNS_LABEL.fullmatch(device) is None:
-        raise ClaimError(f"{where}: malformed: device {device!r} is not a device name")
+        raise ClaimError(f"{where}: malformed: device {quoted(device)} is not a device name")
     share_id = result.get("shareID")
     if share_id is not None and (not is_uuid(share_id)):
-        raise ClaimError(f"{where}: malformed: shareID {share_id!r} is not a UUID")
+        raise ClaimError(f"{where}: malformed: shareID {quoted(share_id)} is not a UUID")
     admin_access = result.get("adminAccess")
     if admin_access is not None and not isinstance(admin_access, bool):
-        raise ClaimError(f"{where}: malformed: adminAccess {admin_access!r} is not a boolean")
+        raise ClaimError(f"{where}: malformed: adminAccess {quoted(admin_access)} is not a boolean")
     consumed = result.get("consumedCapacity")
     if consumed is not None and not isinstance(consumed, Mapping):
         raise ClaimError(f"{where}: malformed: consumedCapacity is not an object")
@@ -148,14 +212,16 @@ def _share(
 def _positive_quantity(value: object, name: str, where: str) -> int:
     """A consumed capacity as a positive whole number (CUs, bytes or slots)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ClaimError(f"{where}: malformed consumedCapacity {name}: {value!r} is not a quantity")
+        raise ClaimError(
+            f"{where}: malformed consumedCapacity {name}: {quoted(value)} is not a quantity"
+        )
     try:
         number = value if isinstance(value, int) else parse_integral_quantity(value)
     except ValueError as exc:
         raise ClaimError(f"{where}: malformed consumedCapacity {name}: {exc}") from None
     if number <= 0:
         raise ClaimError(
-            f"{where}: malformed consumedCapacity {name}: {value!r} is not a positive number"
+            f"{where}: malformed consumedCapacity {name}: {quoted(value)} is not a positive number"
         )
     return number
 

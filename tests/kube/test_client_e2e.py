@@ -12,6 +12,7 @@ import pytest
 
 from dra_driver.kube import (
     AlreadyExists,
+    AnswerTooDeepError,
     Conflict,
     ConnectionFailed,
     Forbidden,
@@ -290,7 +291,9 @@ def test_an_answer_nested_deeper_than_python_decodes_is_a_kube_error(
         kube.create(paths.resource_claims(ns), claim)
     finally:
         sys.setrecursionlimit(limit)
-    with pytest.raises(KubeError, match=r"answer nests too deeply to decode \(\d+ bytes\)$"):
+    with pytest.raises(
+        AnswerTooDeepError, match=r"answer nests too deeply to decode \(\d+ bytes\)$"
+    ):
         kube.get(paths.resource_claims(ns, name))
     with pytest.raises(KubeError, match="nests too deeply"):  # DELETE answers with the object
         kube.delete(paths.resource_claims(ns, name))
