@@ -20,7 +20,7 @@ WHEEL := build/dist/dcu_dra-$(PROJECT_VERSION)-py3-none-any.whl
 
 .PHONY: golden help venv fmt lint type unit test proto check-generated controlplane demo clean
 .PHONY: wheel image pyz
-.PHONY: helm
+.PHONY: helm bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -84,6 +84,9 @@ helm: ## Build the pinned helm into build/bin/helm from the Go module proxy
 
 demo: $(VENV_STAMP) controlplane ## Two mock DCU nodes, the real plugin, every example pod (KEEP=1: stay up)
 	@$(PY) -m dra_driver.demo $(if $(KEEP),--keep)
+
+bench: $(VENV_STAMP) controlplane ## Benchmark the plugin against floors measured in the same run (QUICK=1: a few cycles)
+	@$(PY) -m bench.run $(if $(QUICK),--quick) --json build/bench.json
 
 golden: $(VENV_STAMP) ## Regenerate the reference CDI specs in cdi/ (review the diff)
 	DCU_DRA_UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_cdi_golden.py

@@ -26,9 +26,13 @@ from dra_driver.errors import CdiError
 from dra_driver.fsutil import (
     PUBLIC_DIR_MODE,
     PUBLIC_FILE_MODE,
+    StagedFile,
+    commit_staged,
+    discard_staged,
     ensure_directory,
     fsync_directory,
-    write_atomically,
+    stage_file,
+    sync_staged,
 )
 
 logger = logging.getLogger(__name__)
@@ -694,13 +698,35 @@ def _checked_file_name(file_name: str) -> str:
     return file_name
 
 
-def write_spec(spec: Spec, directory: Path, file_name: str) -> Path:
+def write_spec(spec: Spec, directory: Path, file_name: str, *, sync_directory: bool = True) -> Path:
     """Validate ``spec`` strictly, then write it to ``directory/file_name`` atomically, 0644.
 
     Nothing is created or changed when the spec or the name is invalid
     (``CdiValidationError``/``CdiError``). A missing directory is created with mode 0755; an
     existing one keeps its mode. Readers see the old file or the new one, never a torn one.
-    Idempotent: writing the same spec again rewrites identical bytes.
+    Idempotent: writing the same spec again rewrites identical bytes. ``sync_directory``: see
+    ``fsutil.write_atomically``.
+    """
+    staged = stage_spec(spec, directory, file_name)
+    try:
+        sync_staged([staged])
+        commit_staged(staged)
+        if sync_directory:
+            fsync_directory(directory)
+    except OSError as exc:
+        discard_staged([staged])
+        raise CdiError(f"cannot write CDI spec {staged.path}: {exc.strerror or exc}") from exc
+    logger.debug(
+        "wrote CDI spec %s (kind %s, %d devices)", staged.path, spec.kind, len(spec.devices)
+    )
+    return staged.path
+
+
+def stage_spec(spec: Spec, directory: Path, file_name: str) -> StagedFile:
+    """``write_spec`` up to the temp file: validated, directory made, content staged.
+
+    The caller syncs and commits it (``fsutil``). Raises ``CdiValidationError``/``CdiError``,
+    leaving nothing behind.
     """
     # Imported here: cdi_validate builds on this module's grammar and version rules.
     from dra_driver.cdi_validate import validate_spec
@@ -711,22 +737,23 @@ def write_spec(spec: Spec, directory: Path, file_name: str) -> Path:
     try:
         if not directory.is_dir():
             ensure_directory(directory, mode=PUBLIC_DIR_MODE)
-        write_atomically(path, render_spec(spec), mode=PUBLIC_FILE_MODE)
+        return stage_file(path, render_spec(spec), mode=PUBLIC_FILE_MODE)
     except OSError as exc:
         raise CdiError(f"cannot write CDI spec {path}: {exc.strerror or exc}") from exc
-    logger.debug("wrote CDI spec %s (kind %s, %d devices)", path, spec.kind, len(spec.devices))
-    return path
 
 
-def remove_spec(directory: Path, file_name: str) -> bool:
+def remove_spec(directory: Path, file_name: str, *, sync_directory: bool = True) -> bool:
     """Delete ``directory/file_name``; returns whether a file was removed.
 
     Idempotent: a missing file (or directory) is not an error, so an unprepare may repeat.
+    ``sync_directory=False`` leaves the removal to reach the disk with the next journal
+    commit (for a caller that deletes left-over specs at start-up, as ``state`` does).
     """
     path = directory / _checked_file_name(file_name)
     try:
         path.unlink()
-        fsync_directory(directory)
+        if sync_directory:
+            fsync_directory(directory)
     except FileNotFoundError:
         return False
     except OSError as exc:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -25,7 +26,16 @@ from typing import Any
 
 from dra_driver.devices import DeviceName
 from dra_driver.errors import CheckpointCorruptError, CheckpointError
-from dra_driver.fsutil import PRIVATE_FILE_MODE, write_atomically
+from dra_driver.fsutil import (
+    PRIVATE_FILE_MODE,
+    StagedFile,
+    commit_staged,
+    discard_staged,
+    fsync_directory,
+    stage_file,
+    sync_staged,
+    write_atomically,
+)
 from dra_driver.model import ClaimUID
 
 logger = logging.getLogger(__name__)
@@ -96,14 +106,123 @@ class Checkpoint:
 
 def load(path: Path, *, boot_id: str) -> Checkpoint:
     """Read the checkpoint; a missing file is an empty checkpoint for ``boot_id``."""
+    data = _read(path)
+    return Checkpoint(boot_id=boot_id) if data is None else _decoded(path, data)
+
+
+def save(path: Path, checkpoint: Checkpoint) -> None:
+    """Write the checkpoint atomically and durably (mode 0600)."""
+    _write(path, render(checkpoint))
+
+
+def render(checkpoint: Checkpoint) -> bytes:
+    """The file's bytes: compact JSON, keys sorted (the same checkpoint gives the same bytes).
+
+    Compact because ``json`` encodes only without indentation in C; an indented file took
+    longer to encode than the rest of a prepare's computing with a few dozen claims.
+    """
+    return _json(encode(checkpoint)).encode() + b"\n"
+
+
+def _json(document: object) -> str:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
+class CheckpointStore:
+    """The checkpoint of one plugin data dir, read from disk on every ``load``, decoded once.
+
+    Every ``load`` reads the file, so a caller always sees what is on disk now, including what
+    another plugin instance wrote (rolling updates share the data dir). Decoding, which grows
+    with the number of claims, is skipped when the bytes are those this store last read or
+    wrote. ``load`` may run on any thread (its cache is one tuple, replaced whole); ``save``
+    on one thread at a time (callers hold the serialization lock).
+    """
+
+    def __init__(self, path: Path, *, boot_id: str) -> None:
+        self.path = path
+        self.boot_id = boot_id
+        self._cached: tuple[bytes, Checkpoint] | None = None
+        self._fragments: dict[ClaimUID, tuple[ClaimEntry, str]] = {}
+
+    def load(self) -> Checkpoint:
+        """Read the checkpoint (see ``load``); raises ``CheckpointError``."""
+        data = _read(self.path)
+        if data is None:
+            return Checkpoint(boot_id=self.boot_id)
+        cached = self._cached
+        if cached is not None and cached[0] == data:
+            return cached[1]
+        checkpoint = _decoded(self.path, data)
+        self._cached = (data, checkpoint)
+        return checkpoint
+
+    def save(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        sync_directory: bool = True,
+        along: Sequence[StagedFile] = (),
+    ) -> None:
+        """Write the checkpoint atomically and durably (see ``save``); raise ``CheckpointError``.
+
+        ``sync_directory=False`` skips the directory fsync (see ``fsutil.write_atomically``):
+        for a write that a later durable write of the same call supersedes. ``along``: staged
+        files to fsync with the checkpoint (one journal commit for all, see
+        ``fsutil.sync_staged``); they are synced and closed, never committed or discarded here.
+        """
+        data = self._render(checkpoint)
+        self._cached = None  # until the new file is in place
+        try:
+            staged = stage_file(self.path, data, mode=PRIVATE_FILE_MODE)
+            try:
+                sync_staged([staged, *along])
+                commit_staged(staged)
+            except BaseException:
+                discard_staged([staged])
+                raise
+            if sync_directory:
+                fsync_directory(self.path.parent)
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot write checkpoint {self.path}: {exc.strerror or exc}"
+            ) from exc
+        self._cached = (data, checkpoint)
+
+    def _render(self, checkpoint: Checkpoint) -> bytes:
+        """``render(checkpoint)``, re-encoding only the claims that changed since the last call.
+
+        Claims are immutable and carried from one checkpoint to the next by reference, so a
+        claim whose entry is the very object encoded last time has the same JSON; a prepare
+        then encodes one claim, not all of them.
+        """
+        fragments: dict[ClaimUID, tuple[ClaimEntry, str]] = {}
+        for uid, entry in sorted(checkpoint.claims.items()):
+            known = self._fragments.get(uid)
+            if known is None or known[0] is not entry:
+                known = (entry, f"{_json(uid)}:{_json(_encode_entry(entry))}")
+            fragments[uid] = known
+        self._fragments = fragments
+        claims = (member for _, member in fragments.values())
+        # The layout of _json(encode(checkpoint)): keys sorted, no spaces.
+        text = (
+            f'{{"bootID":{_json(checkpoint.boot_id)},"claims":{{{",".join(claims)}}},'
+            f'"version":{CHECKPOINT_VERSION}}}\n'
+        )
+        return text.encode()
+
+
+def _read(path: Path) -> bytes | None:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes()
     except FileNotFoundError:
-        return Checkpoint(boot_id=boot_id)
+        return None
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from exc
+
+
+def _decoded(path: Path, data: bytes) -> Checkpoint:
     try:
-        return decode(json.loads(text))
+        return decode(json.loads(data.decode("utf-8")))
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointCorruptError(
             f"checkpoint {path} is corrupt ({exc}); the driver will not guess which CUs are "
@@ -111,11 +230,9 @@ def load(path: Path, *, boot_id: str) -> Checkpoint:
         ) from exc
 
 
-def save(path: Path, checkpoint: Checkpoint) -> None:
-    """Write the checkpoint atomically and durably (mode 0600)."""
-    data = json.dumps(encode(checkpoint), indent=1, sort_keys=True).encode() + b"\n"
+def _write(path: Path, data: bytes, *, sync_directory: bool = True) -> None:
     try:
-        write_atomically(path, data, mode=PRIVATE_FILE_MODE)
+        write_atomically(path, data, mode=PRIVATE_FILE_MODE, sync_directory=sync_directory)
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from exc
 
@@ -125,15 +242,16 @@ def encode(checkpoint: Checkpoint) -> dict[str, Any]:
     return {
         "version": CHECKPOINT_VERSION,
         "bootID": checkpoint.boot_id,
-        "claims": {
-            uid: {
-                "namespace": entry.namespace,
-                "name": entry.name,
-                "state": entry.state.value,
-                "shares": [_encode_share(s) for s in entry.shares],
-            }
-            for uid, entry in sorted(checkpoint.claims.items())
-        },
+        "claims": {uid: _encode_entry(entry) for uid, entry in sorted(checkpoint.claims.items())},
+    }
+
+
+def _encode_entry(entry: ClaimEntry) -> dict[str, Any]:
+    return {
+        "namespace": entry.namespace,
+        "name": entry.name,
+        "state": entry.state.value,
+        "shares": [_encode_share(s) for s in entry.shares],
     }
 
 

@@ -2,13 +2,23 @@
 
 A reader (the container runtime, the kubelet, a restarted plugin) sees either the old file or
 the new one, never a torn write, and after a crash the rename is on disk.
+
+``write_atomically`` does it for one file. For several, the steps can be taken apart:
+``stage_file`` each (temp file written), ``sync_staged`` them all (one journal commit for the
+lot instead of one each), then ``commit_staged`` each, in the order readers should see them.
+Temp files are named ``.<name>.<random>.tmp`` (``temp_target``), so a crash between the steps
+leaves only names that readers skip and that a restarted writer can recognise and remove.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import itertools
 import os
-import tempfile
+import re
+import secrets
+from collections.abc import Sequence
 from pathlib import Path
 
 #: Mode of files that other processes must read (CDI specs, vdev configs): world-readable,
@@ -22,26 +32,146 @@ PUBLIC_DIR_MODE = 0o755
 PRIVATE_DIR_MODE = 0o700
 
 
-def write_atomically(path: Path, data: bytes, *, mode: int = PUBLIC_FILE_MODE) -> None:
-    """Replace ``path`` with ``data`` atomically and durably, with file mode ``mode``.
+#: Temp files of ``stage_file``/``write_atomically``: ``.<file name>.<mkstemp suffix>.tmp``.
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
+
+
+#: Names this process's temp files (with a counter); random, so two processes rarely meet.
+_TEMP_TOKEN = secrets.token_hex(4)
+_temp_ids = itertools.count()
+#: A new file, ours alone: never an existing one, never through a symlink.
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Names tried before giving up (only ever more than one if another process shares the dir).
+_TEMP_ATTEMPTS = 100
+
+
+class StagedFile:
+    """New content for ``path``, written to a temp file beside it; not yet durable or visible.
+
+    ``sync_staged`` makes it durable, ``commit_staged`` renames it into place and
+    ``discard_staged`` deletes it. Not thread-safe: one owner at a time.
+    """
+
+    __slots__ = ("_fd", "path", "temp")
+
+    def __init__(self, path: Path, temp: Path, fd: int) -> None:
+        self.path = path
+        self.temp = temp
+        self._fd: int | None = fd
+
+    def sync(self) -> None:
+        """Flush the temp file to disk (fsync, once) and close it."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Close the temp file without syncing it (before discarding it)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def stage_file(path: Path, data: bytes, *, mode: int = PUBLIC_FILE_MODE) -> StagedFile:
+    """Write ``data`` with file mode ``mode`` to a new temp file beside ``path``.
 
     The temp file's name starts with a dot and does not end in ``.json``/``.yaml``, so CDI
-    runtimes scanning the directory never pick up a half-written spec.
+    runtimes scanning the directory never pick up a half-written spec. Raises ``OSError``
+    (and leaves nothing behind).
     """
-    directory = path.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    fd, temp = _create_temp(path)
     try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fchmod(tmp.fileno(), mode)
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, mode)
     except BaseException:
+        os.close(fd)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
+            os.unlink(temp)
         raise
-    fsync_directory(directory)
+    return StagedFile(path, Path(temp), fd)
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """Create ``.<name>.<token><n>.tmp`` beside ``path`` (exclusively, 0600); its fd and path.
+
+    Named from a per-process token and a counter rather than by ``tempfile.mkstemp``, whose
+    random draws cost more than the rest of staging a small file; ``O_EXCL`` still makes
+    every name ours alone, and a taken one (another process) just moves on to the next.
+    """
+    directory = os.fspath(path.parent)
+    for _ in range(_TEMP_ATTEMPTS):
+        temp = os.path.join(directory, f".{path.name}.{_TEMP_TOKEN}{next(_temp_ids)}.tmp")
+        try:
+            return os.open(temp, _TEMP_FLAGS, 0o600), temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temp file name", temp)
+
+
+def sync_staged(files: Sequence[StagedFile]) -> None:
+    """Flush every staged file to disk and close them; raises the first ``OSError``.
+
+    All of them are flushed even when one fails. Their temp files were all created in the
+    journal's running transaction, so on a journaling filesystem (ext4, XFS) the first fsync
+    commits them all and the others find nothing left to wait for: one disk wait for the lot,
+    where writing them one by one (each with its own rename in between) waits once per file.
+    """
+    error: OSError | None = None
+    for staged in files:
+        try:
+            staged.sync()
+        except OSError as exc:
+            error = error or exc
+    if error is not None:
+        raise error
+
+
+def commit_staged(staged: StagedFile) -> None:
+    """Rename a synced staged file into place (atomically replacing any old file)."""
+    os.replace(staged.temp, staged.path)
+
+
+def discard_staged(files: Sequence[StagedFile]) -> None:
+    """Close and delete staged files that were not committed (a committed one is left alone)."""
+    for staged in files:
+        staged.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged.temp)
+
+
+def temp_target(name: str) -> str | None:
+    """The name of the file that a temp file called ``name`` was staged for; None if not one."""
+    match = _TEMP_NAME.fullmatch(name)
+    return None if match is None else match["name"]
+
+
+def write_atomically(
+    path: Path, data: bytes, *, mode: int = PUBLIC_FILE_MODE, sync_directory: bool = True
+) -> None:
+    """Replace ``path`` with ``data`` atomically and durably, with file mode ``mode``.
+
+    The data is fsync'd before the rename, so a name that reaches the disk never points to a
+    torn file; readers see the old file or the new one (see ``stage_file`` for the temp name).
+
+    ``sync_directory=False`` skips the directory fsync that makes the rename itself survive a
+    power cut (a journal commit: as long as the rest of the write). Only for callers that
+    repair a lost rename on their own (``state`` rewrites files from its checkpoint).
+    """
+    staged = stage_file(path, data, mode=mode)
+    try:
+        staged.sync()
+        commit_staged(staged)
+    except BaseException:
+        discard_staged([staged])
+        raise
+    if sync_directory:
+        fsync_directory(path.parent)
 
 
 def fsync_directory(directory: Path) -> None:

@@ -5,8 +5,9 @@ measured by gpustack: ``cu_count`` equals the popcount of the two ``cu_mask`` wo
 equals N of ``vdev<N>.conf``, and ``pipe_id`` is unique among a card's live shares. A file that
 breaks a rule silently costs the container its accelerator, so rendering derives ``cu_count``
 from the mask and parsing is strict: we only ever read files we wrote, and an unreadable record
-must never be skipped (that would free a live share's CUs). ``write_vdev_dir`` and
-``read_vdev_dir`` are the only functions here that touch the filesystem.
+must never be skipped (that would free a live share's CUs). ``write_vdev_dir`` (or its parts,
+``stage_vdev_dir`` and ``remove_stale_vdev_files``) and ``read_vdev_dir`` are the only
+functions here that touch the filesystem.
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ from dra_driver.allocator import PIPE_IDS_PER_CARD, CuMask
 from dra_driver.fsutil import (
     PUBLIC_DIR_MODE,
     PUBLIC_FILE_MODE,
+    StagedFile,
+    commit_staged,
+    discard_staged,
     ensure_directory,
     fsync_directory,
-    write_atomically,
+    stage_file,
+    sync_staged,
 )
 
 #: ``vdev_id`` bound: HAMi keeps a node-wide pool of 200 and gpustack bounds it at 200.
@@ -131,6 +136,11 @@ def vdev_file_name(vdev_id: int) -> str:
     if vdev_id < 0:
         raise ValueError(f"vdev_id {vdev_id} is negative")
     return f"vdev{vdev_id}.conf"
+
+
+def is_vdev_file_name(name: str) -> bool:
+    """Whether ``name`` is a ``vdev<N>.conf`` name (as ``vdev_file_name`` makes them)."""
+    return _FILE_NAME.fullmatch(name) is not None
 
 
 def render_vdev(config: VdevConfig) -> str:
@@ -283,18 +293,40 @@ def check_pipe_ids_unique(configs: Iterable[VdevConfig]) -> None:
         raise VdevError("vdev configs", problems)
 
 
-def write_vdev_dir(directory: Path, configs: Sequence[VdevConfig]) -> None:
+def write_vdev_dir(
+    directory: Path, configs: Sequence[VdevConfig], *, sync_directory: bool = True
+) -> None:
     """Write ``configs`` as ``vdev0.conf`` .. ``vdev<n-1>.conf`` into ``directory``.
 
     Config i must have ``vdev_id`` i (runtime rule 2: the file is ``vdev<i>.conf``);
     ``device_id`` is the DCU's ordinal inside the container, chosen by the caller (two shares
     of one card in a container share it). The directory is created with mode 0755 and each
     file is replaced atomically with mode 0644; stale ``vdev<N>.conf`` files with N >= n are
-    removed, so rewriting the same configs is idempotent.
+    removed, so rewriting the same configs is idempotent. The directory is fsync'd once, after
+    all files (``sync_directory=False``: not at all, see ``fsutil.write_atomically``).
 
     Raises:
         VdevError: no configs, wrong ids or a pipe id used twice on a card; nothing is written.
         OSError: the directory or a file cannot be written.
+    """
+    staged = stage_vdev_dir(directory, configs)
+    try:
+        sync_staged(staged)
+        for file in staged:
+            commit_staged(file)
+    except BaseException:
+        discard_staged(staged)
+        raise
+    remove_stale_vdev_files(directory, keep=len(configs))
+    if sync_directory:
+        fsync_directory(directory)
+
+
+def stage_vdev_dir(directory: Path, configs: Sequence[VdevConfig]) -> list[StagedFile]:
+    """``write_vdev_dir`` up to the temp files: checked, directory made, files staged.
+
+    The caller syncs and commits them (``fsutil``), then calls ``remove_stale_vdev_files``.
+    Raises ``VdevError`` (nothing written) or ``OSError`` (nothing left behind).
     """
     problems = []
     if not configs:
@@ -312,19 +344,33 @@ def write_vdev_dir(directory: Path, configs: Sequence[VdevConfig]) -> None:
     if problems:
         raise VdevError(str(directory), problems)
     ensure_directory(directory, mode=PUBLIC_DIR_MODE)
-    for config in configs:
-        path = directory / vdev_file_name(config.vdev_id)
-        write_atomically(path, render_vdev(config).encode("ascii"), mode=PUBLIC_FILE_MODE)
+    staged: list[StagedFile] = []
+    try:
+        for config in configs:
+            staged.append(
+                stage_file(
+                    directory / vdev_file_name(config.vdev_id),
+                    render_vdev(config).encode("ascii"),
+                    mode=PUBLIC_FILE_MODE,
+                )
+            )
+    except BaseException:
+        discard_staged(staged)
+        raise
+    return staged
+
+
+def remove_stale_vdev_files(directory: Path, *, keep: int) -> bool:
+    """Delete ``vdev<N>.conf`` with N >= ``keep`` (left by a claim that had more shares)."""
     stale = [
         entry
         for entry in directory.iterdir()
-        if (match := _FILE_NAME.fullmatch(entry.name)) and int(match[1]) >= len(configs)
+        if (match := _FILE_NAME.fullmatch(entry.name)) and int(match[1]) >= keep
     ]
     for entry in stale:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(entry)
-    if stale:
-        fsync_directory(directory)
+    return bool(stale)
 
 
 def read_vdev_dir(directory: Path) -> list[VdevConfig]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,65 @@ def test_corrupt_checkpoints_fail_closed(tmp_path: Path, content: str) -> None:
     with pytest.raises(CheckpointCorruptError, match=r"^checkpoint .* is corrupt .*will not guess"):
         checkpoint.load(path, boot_id="b")
     assert path.read_text() == content  # never rewritten or moved by a reader
+
+
+def test_a_checkpoint_that_is_not_utf8_fails_closed(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_bytes(b'{"version": 1, "bootID": "\xff"}')
+    with pytest.raises(CheckpointCorruptError, match=r"^checkpoint .* is corrupt "):
+        checkpoint.load(path, boot_id="b")
+
+
+def entry(uid: str, *, cores: int) -> ClaimEntry:
+    (share,) = sample().claims[UID].shares
+    return ClaimEntry(
+        uid=ClaimUID(uid),
+        namespace="ns",
+        name=f"c-{cores}",
+        state=ClaimState.PREPARE_STARTED,
+        shares=(replace(share, cores=cores),),
+    )
+
+
+def test_store_writes_exactly_what_render_writes_as_claims_come_and_go(tmp_path: Path) -> None:
+    """The store re-encodes only changed claims; the file must not tell the difference."""
+    path = tmp_path / "checkpoint.json"
+    store = checkpoint.CheckpointStore(path, boot_id="boot-1")
+    state = sample()
+    steps = [
+        lambda s: s.with_claim(entry("aaaaaaaa-0000-4000-8000-000000000000", cores=1)),
+        lambda s: s.with_claim(entry("00000000-0000-4000-8000-000000000000", cores=2)),
+        lambda s: s.with_claim(replace(s.claims[UID], state=ClaimState.PREPARE_STARTED)),
+        lambda s: s.without_claim(UID),
+        lambda s: replace(s, boot_id='boot "2"'),
+        lambda s: Checkpoint(boot_id=s.boot_id),
+    ]
+    for step in steps:
+        state = step(state)
+        store.save(state)
+        assert path.read_bytes() == checkpoint.render(state)
+        assert store.load() == state
+        assert checkpoint.load(path, boot_id="other") == state
+
+
+def test_store_reads_what_another_instance_wrote(tmp_path: Path) -> None:
+    """Two plugin instances (a rolling update) share the file: a cached decode must not hide
+    the other's write."""
+    path = tmp_path / "checkpoint.json"
+    ours = checkpoint.CheckpointStore(path, boot_id="boot-1")
+    theirs = checkpoint.CheckpointStore(path, boot_id="boot-1")
+    ours.save(sample())
+    assert ours.load() == sample()
+    changed = sample().with_claim(entry("aaaaaaaa-0000-4000-8000-000000000000", cores=3))
+    theirs.save(changed)
+    assert ours.load() == changed
+    path.unlink()
+    assert ours.load() == Checkpoint(boot_id="boot-1")
+
+
+def test_checkpoint_file_is_compact_sorted_json_with_a_newline(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.json"
+    checkpoint.save(path, sample())
+    text = path.read_text()
+    assert text.endswith("}\n") and text.count("\n") == 1 and ": " not in text
+    assert list(json.loads(text)) == ["bootID", "claims", "version"]

@@ -6,6 +6,7 @@ import json
 import re
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from dra_driver import cdi_validate, checkpoint
+from dra_driver import cdi, cdi_validate, checkpoint, fsutil
 from dra_driver.allocator import CuMask, Layout
 from dra_driver.checkpoint import ClaimState
 from dra_driver.devices import DeviceName, Inventory, discover
-from dra_driver.errors import AllocationError, ClaimError, DriverError
+from dra_driver.errors import AllocationError, CheckpointError, ClaimError, DriverError
 from dra_driver.mock import create_mock_node, parse_config
 from dra_driver.model import AllocatedShare, Claim, ClaimRef, ClaimUID, DcuConfig, PrepareResult
 from dra_driver.state import DcuPlugin
@@ -358,6 +359,80 @@ def test_files_of_unknown_claims_are_removed_at_start(node: Node) -> None:
     node.plugin()
     assert [p.name for p in node.cdi_dir.iterdir()] == ["other-vendor.json"]
     assert list((node.data_dir / "vdev").iterdir()) == []
+
+
+def test_temp_files_of_interrupted_writes_are_removed_at_start(node: Node) -> None:
+    """A crash between staging a file and renaming it leaves a temp file; a restart removes
+    ours (checkpoint, claim specs, vdev files) and nothing else."""
+    plugin = node.plugin()
+    c = claim(share(cores=30))
+    node.prepare(plugin, c)
+    before = node.snapshot()
+    ours = [
+        node.data_dir / ".checkpoint.json.k3j_x9a1.tmp",
+        node.cdi_dir / f".k8s.dcu.hygon.com-dcu_{uuid.uuid4()}.json.ab12cd34.tmp",
+        node.vdev_dir(c.ref.uid) / ".vdev1.conf.zz9yy8xx.tmp",
+    ]
+    foreign = [node.cdi_dir / ".other-vendor.json.ab12cd34.tmp", node.data_dir / ".keep.tmp"]
+    for path in ours + foreign:
+        path.write_text("partial")
+    node.plugin()
+    assert [p for p in ours + foreign if p.exists()] == foreign
+    for path in foreign:
+        path.unlink()
+    assert node.snapshot() == before
+
+
+def test_a_claim_whose_files_fail_fails_alone_in_a_call_with_others(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plugin = node.plugin()
+    good, bad, other = claim(share(cores=10)), claim(share(cores=10)), claim(share(cores=10))
+    real_stage_spec = cdi.stage_spec
+
+    def stage_spec(spec: cdi.Spec, directory: Path, file_name: str) -> object:
+        if bad.ref.uid in file_name:
+            raise OSError(28, "No space left on device", str(directory / file_name))
+        return real_stage_spec(spec, directory, file_name)
+
+    monkeypatch.setattr(cdi, "stage_spec", stage_spec)
+    results = plugin.prepare_claims([good, bad, other])
+    assert isinstance(results[good.ref.uid], PrepareResult)
+    assert isinstance(results[other.ref.uid], PrepareResult)
+    assert re.fullmatch(
+        rf"claim ns/c \(uid {bad.ref.uid}\): writing its files failed: No space left on "
+        r"device \(.*\.json\)",
+        str(results[bad.ref.uid]),
+    )
+    stored = checkpoint.load(node.data_dir / "checkpoint.json", boot_id="x").claims
+    assert set(stored) == {good.ref.uid, other.ref.uid}
+    assert not node.vdev_dir(bad.ref.uid).exists()
+    names = [p.name for p in node.cdi_dir.iterdir()]
+    assert sorted(names) == sorted(f"k8s.dcu.hygon.com-dcu_{c.ref.uid}.json" for c in (good, other))
+
+
+def test_a_failing_disk_fails_the_call_and_leaves_nothing(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claims' files are fsync'd with the plan: a disk error there fails the whole call
+    (the kubelet retries it) before any file is in place."""
+    plugin = node.plugin()
+    before = node.snapshot()
+    claims = [claim(share(cores=10)), claim(share(K100, cores=10))]
+    real_sync_staged = fsutil.sync_staged
+
+    def sync_staged(files: Sequence[fsutil.StagedFile]) -> None:
+        for file in files:
+            file.close()
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(checkpoint, "sync_staged", sync_staged)
+    with pytest.raises(CheckpointError, match=r"^cannot write checkpoint .*: Input/output error$"):
+        plugin.prepare_claims(claims)
+    assert node.snapshot() == before  # no claim, no file, no temp file
+    monkeypatch.setattr(checkpoint, "sync_staged", real_sync_staged)
+    results = plugin.prepare_claims(claims)
+    assert all(isinstance(results[c.ref.uid], PrepareResult) for c in claims)
 
 
 def test_spread_layout_takes_cus_across_simd_arrays(node: Node) -> None:

@@ -4,12 +4,15 @@ What the Go helper (k8s.io/dynamic-resource-allocation/kubeletplugin) does aroun
 done here so the core never sees gRPC or the API server:
 
 - malformed requests (a claim without uid, namespace or name) abort with INVALID_ARGUMENT;
-  everything else is answered per claim, and every requested claim gets an entry;
+  everything else is answered per claim, and every requested claim gets an entry; a claim
+  whose namespace, name or UID could not come from the API server (``../x``, a NUL, not a
+  UUID) gets its error without being read (``claims.check_claim_ref``);
 - claims are read from the API server *before* taking the serialization lock (API calls are
   slow), concurrently when there are several, then checked and converted (``claims``);
 - Prepare and Unprepare run one at a time: a ``threading.Lock`` in this process plus an
   ``flock`` on ``<plugin data dir>/serialize.lock``, so two plugin instances sharing the data
-  dir during a rolling update never interleave;
+  dir during a rolling update never interleave; calls of one kind that queue behind a running
+  one are then served together, by one Plugin call (``GroupCommit``);
 - a Plugin that raises fails the whole call with INTERNAL; the server keeps serving;
 - every call that carries claims is reported to a ``CallObserver`` (the metrics): its method,
   duration and one ``FailureReason`` per failed claim. Empty calls (the liveness probe's) are
@@ -35,9 +38,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from dra_driver.driver import Plugin
 from dra_driver.errors import (
@@ -48,15 +52,15 @@ from dra_driver.errors import (
     DriverError,
 )
 from dra_driver.fsutil import PRIVATE_FILE_MODE
-from dra_driver.kube.errors import NotFound
+from dra_driver.kube.errors import AnswerTooDeepError, NotFound
 from dra_driver.kubeletplugin._pb import (
     dra_v1_pb2,
     dra_v1_pb2_grpc,
     dra_v1beta1_pb2,
     dra_v1beta1_pb2_grpc,
 )
-from dra_driver.kubeletplugin.claims import check_claim_uid, claim_from_json
-from dra_driver.model import Claim, ClaimRef, PrepareResult
+from dra_driver.kubeletplugin.claims import check_claim_ref, claim_from_json, describe_claim
+from dra_driver.model import Claim, ClaimRef, ClaimUID, PrepareResult
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +102,10 @@ class CallContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Gives every unary call an increasing request id, visible in every log line it causes.
 
     The handler is wrapped (rather than setting the context variable here) because gRPC runs
-    interceptors on its polling thread and the handler on a worker thread.
+    interceptors on its polling thread and the handler on a worker thread. Its request
+    deserializer is wrapped too: a message that does not decode is refused with one log line
+    (gRPC would log a traceback per message) and gRPC's own INTERNAL "Exception deserializing
+    request!".
     """
 
     def __init__(self) -> None:
@@ -131,9 +138,26 @@ class CallContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         return grpc.unary_unary_rpc_method_handler(
             with_call_context,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_refusing_undecodable(method, handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+def _refusing_undecodable(
+    method: str, deserialize: Callable[[bytes], Any] | None
+) -> Callable[[bytes], Any] | None:
+    """``deserialize``, answering None (gRPC then refuses the call) for undecodable bytes."""
+    if deserialize is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            log.error("refused an undecodable %s request (%d bytes): %s", method, len(data), exc)
+            return None
+
+    return decode
 
 
 class CallSerializer:
@@ -189,6 +213,119 @@ class CallSerializer:
             if time.monotonic() >= deadline:
                 raise TimeoutError("another plugin instance sharing the data dir holds the lock")
             time.sleep(_FLOCK_POLL_S)
+
+
+_Item = TypeVar("_Item")
+_Answer = TypeVar("_Answer")
+
+
+@dataclass(eq=False, slots=True)
+class _Waiter(Generic[_Item, _Answer]):
+    """One call's items in a ``GroupCommit`` queue, and what became of them."""
+
+    items: Sequence[_Item]
+    done: bool = False
+    answers: Mapping[ClaimUID, _Answer] | None = None
+    error: BaseException | None = None
+
+
+class GroupCommit(Generic[_Item, _Answer]):
+    """Serves concurrent calls of one method with one Plugin call (a group commit).
+
+    The kubelet sends one call per pod, so pods that start or stop together arrive as
+    concurrent calls, which must run one at a time. A Plugin call spends most of its time
+    waiting for the disk, and it writes the checkpoint twice whether it has one claim or
+    twenty. So the call that gets to run takes every call queued behind it along: one Plugin
+    call for all their items (each UID once), and every call gets the answers for its own.
+    A call on its own runs exactly as before. A call whose deadline passes while it is still
+    queued leaves the queue and is never run; one whose deadline passes while another call
+    runs its items gives up all the same (its items may still be prepared: the kubelet
+    retries, and prepare is idempotent).
+
+    ``run`` must be safe to call with the items of several calls; ``hold`` is the
+    serialization lock (``CallSerializer.hold``), taken around each ``run``.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[_Item]], Mapping[ClaimUID, _Answer]],
+        *,
+        key: Callable[[_Item], ClaimUID],
+        hold: Callable[[float | None], contextlib.AbstractContextManager[None]],
+    ) -> None:
+        self._run = run
+        self._key = key
+        self._hold = hold
+        self._changed = threading.Condition()
+        self._queue: list[_Waiter[_Item, _Answer]] = []
+        self._running = False
+
+    @property
+    def queued(self) -> int:
+        """Calls waiting for a run (not counting those being run now)."""
+        with self._changed:
+            return len(self._queue)
+
+    def call(self, items: Sequence[_Item], *, deadline: float | None) -> Mapping[ClaimUID, _Answer]:
+        """Run ``items`` (now or with others); the answers of at least ``items``, by key.
+
+        Raises ``TimeoutError`` when the deadline (``time.monotonic()``) passes before they
+        ran, and whatever ``run`` raised for the batch they were in.
+        """
+        waiter: _Waiter[_Item, _Answer] = _Waiter(items)
+        with self._changed:
+            self._queue.append(waiter)
+            while self._running and not waiter.done:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    if waiter in self._queue:  # not taken by a leader: never run it
+                        self._queue.remove(waiter)
+                    raise TimeoutError("another call of this plugin is still running")
+                self._changed.wait(remaining)
+            if not waiter.done:
+                batch, self._queue = self._queue, []
+                self._running = True
+        if not waiter.done:
+            self._lead(batch, waiter, deadline)
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.answers is not None
+        return waiter.answers
+
+    def _lead(
+        self,
+        batch: list[_Waiter[_Item, _Answer]],
+        leader: _Waiter[_Item, _Answer],
+        deadline: float | None,
+    ) -> None:
+        """Run the batch under the lock; hand out the answers (or the error) to every call."""
+        merged = {self._key(item): item for waiter in batch for item in waiter.items}
+        if len(batch) > 1:
+            log.debug("serving %d calls together: %d claims", len(batch), len(merged))
+        answers: Mapping[ClaimUID, _Answer] | None = None
+        error: BaseException | None = None
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(
+                    self._hold(None if deadline is None else deadline - time.monotonic())
+                )
+            except TimeoutError:
+                # The lock is held elsewhere (another instance) past the leader's deadline:
+                # the others keep their place in the queue, and their own deadlines.
+                with self._changed:
+                    self._queue[:0] = [waiter for waiter in batch if waiter is not leader]
+                    self._running = False
+                    self._changed.notify_all()
+                raise
+            try:
+                answers = self._run(list(merged.values()))
+            except BaseException as exc:
+                error = exc
+        with self._changed:
+            for waiter in batch:
+                waiter.answers, waiter.error, waiter.done = answers, error, True
+            self._running = False
+            self._changed.notify_all()
 
 
 class DraMethod(StrEnum):
@@ -318,6 +455,12 @@ class DraService:
         self.node_name = node_name
         self.serializer = serializer
         self._fetcher = ThreadPoolExecutor(max_workers=fetch_workers, thread_name_prefix="claims")
+        self._prepares: GroupCommit[Claim, PrepareOutcome] = GroupCommit(
+            self._run_prepare, key=lambda claim: claim.ref.uid, hold=self._hold
+        )
+        self._unprepares: GroupCommit[ClaimRef, DriverError | None] = GroupCommit(
+            self._run_unprepare, key=lambda ref: ref.uid, hold=self._hold
+        )
 
     def close(self) -> None:
         """Stop the fetch threads (after the servers stopped calling)."""
@@ -358,13 +501,12 @@ class DraService:
             except DriverError as exc:
                 outcomes[ref.uid] = exc
         if claims:
-            with self._serialized(timeout_s, started):
-                results = self._call_plugin("prepare", self.plugin.prepare_claims, claims)
+            results = self._committed(self._prepares, claims, timeout_s, started)
             for claim in claims:
                 result = results.get(claim.ref.uid)
                 outcomes[claim.ref.uid] = result if result is not None else DriverError(_NO_RESULT)
         elapsed_ms = (time.monotonic() - started) * 1000
-        names = {r.uid: f"{r.namespace}/{r.name} (uid {r.uid})" for r in requested}
+        names = {r.uid: _described(r) for r in requested}
         for uid in names:  # in request order
             outcome = outcomes[uid]
             if isinstance(outcome, DriverError):
@@ -398,14 +540,13 @@ class DraService:
         refs, refused = _checked_refs(requested)
         outcomes: dict[str, DriverError | None] = dict(refused)
         if refs:
-            with self._serialized(timeout_s, started):
-                results = self._call_plugin("unprepare", self.plugin.unprepare_claims, refs)
+            results = self._committed(self._unprepares, refs, timeout_s, started)
             for ref in refs:
                 outcomes[ref.uid] = (
                     results[ref.uid] if ref.uid in results else DriverError(_NO_RESULT)
                 )
         elapsed_ms = (time.monotonic() - started) * 1000
-        names = {r.uid: f"{r.namespace}/{r.name} (uid {r.uid})" for r in requested}
+        names = {r.uid: _described(r) for r in requested}
         for uid in names:  # in request order
             outcome = outcomes[uid]
             if outcome is None:
@@ -454,15 +595,37 @@ class DraService:
             return self.get_claim(ref.namespace, ref.name)
         except NotFound:
             return ClaimError(f"claim {ref}: not found in the API server (deleted?)")
+        except (AnswerTooDeepError, RecursionError):
+            # json.loads gives up near 1000 levels; the API server accepts opaque parameters
+            # nested far deeper (10 KiB of "[" is 5000 levels). Only that claim fails, and
+            # for good: reading it again gets the same answer.
+            return ClaimError(
+                f"claim {ref}: its JSON from the API server nests too deeply to decode (opaque "
+                "parameters nested hundreds of levels deep?)"
+            )
         except DriverError as exc:
             return _ClaimReadError(f"claim {ref}: cannot read it from the API server: {exc}")
 
-    @contextlib.contextmanager
-    def _serialized(self, timeout_s: float | None, started: float) -> Iterator[None]:
-        remaining = None if timeout_s is None else timeout_s - (time.monotonic() - started)
+    def _run_prepare(self, claims: list[Claim]) -> Mapping[ClaimUID, PrepareOutcome]:
+        return self._call_plugin("prepare", self.plugin.prepare_claims, claims)
+
+    def _run_unprepare(self, refs: list[ClaimRef]) -> Mapping[ClaimUID, DriverError | None]:
+        return self._call_plugin("unprepare", self.plugin.unprepare_claims, refs)
+
+    def _hold(self, timeout_s: float | None) -> contextlib.AbstractContextManager[None]:
+        return self.serializer.hold(timeout_s=timeout_s)
+
+    def _committed(
+        self,
+        commit: GroupCommit[_Item, _Answer],
+        items: Sequence[_Item],
+        timeout_s: float | None,
+        started: float,
+    ) -> Mapping[ClaimUID, _Answer]:
+        """Run ``items`` through ``commit`` within the call's deadline."""
+        deadline = None if timeout_s is None else started + timeout_s
         try:
-            with self.serializer.hold(timeout_s=remaining):
-                yield
+            return commit.call(items, deadline=deadline)
         except TimeoutError as exc:
             raise AbortCallError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -490,17 +653,20 @@ class DraService:
 def _checked_refs(
     requested: Sequence[RequestedClaim],
 ) -> tuple[list[ClaimRef], dict[str, ClaimError]]:
-    """Refs of the claims whose UID is a UUID; errors for the rest, whose UID goes no further."""
+    """Refs of the claims that pass ``check_claim_ref``; errors for the rest, which stop there."""
     refs: list[ClaimRef] = []
     refused: dict[str, ClaimError] = {}
     for claim in requested:
         try:
-            uid = check_claim_uid(claim.uid, namespace=claim.namespace, name=claim.name)
+            refs.append(check_claim_ref(namespace=claim.namespace, name=claim.name, uid=claim.uid))
         except ClaimError as exc:
             refused[claim.uid] = exc
-            continue
-        refs.append(ClaimRef(uid=uid, namespace=claim.namespace, name=claim.name))
     return refs, refused
+
+
+def _described(claim: RequestedClaim) -> str:
+    """The claim as messages and log lines name it (odd parts quoted)."""
+    return describe_claim(namespace=claim.namespace, name=claim.name, uid=claim.uid)
 
 
 def _validated(requested: Sequence[RequestedClaim]) -> list[RequestedClaim]:

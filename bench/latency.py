@@ -1,0 +1,129 @@
+"""Prepare and unprepare latency, as the kubelet sees it (one call per pod and driver).
+
+A cycle is NodePrepareResources of one claim, then NodeUnprepareResources of it. Claims are
+created once and prepared again after each unprepare: the unprepare removed the claim from
+the checkpoint and deleted its files, so every prepare does the whole work (GET, plan,
+checkpoint, vdev files, CDI spec) while the API server is not busy creating claims during the
+measurement. Each call is timed on its own from the caller's side, gRPC included.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from bench.node import BenchNode
+from bench.stats import split
+from dra_driver.testing.fakekubelet import ClaimRef
+
+#: Cycles run before measuring, so lazy imports, thread pools and caches are warm.
+WARM_UP_CYCLES = 20
+
+
+@dataclass(slots=True)
+class Cycles:
+    """Per-call latencies (ms) of a measurement, and its wall time (s)."""
+
+    prepare_ms: list[float] = field(default_factory=list)
+    unprepare_ms: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def cycles(self) -> int:
+        """Completed prepare+unprepare cycles."""
+        return len(self.unprepare_ms)
+
+    def extend(self, other: Cycles) -> None:
+        """Add the samples and the wall time of ``other``."""
+        self.prepare_ms.extend(other.prepare_ms)
+        self.unprepare_ms.extend(other.unprepare_ms)
+        self.wall_s += other.wall_s
+
+
+def sequential(
+    node: BenchNode,
+    claims: Sequence[ClaimRef],
+    *,
+    cycles: int,
+    warm_up: int = WARM_UP_CYCLES,
+) -> Cycles:
+    """One caller: ``cycles`` prepare+unprepare cycles over ``claims`` in turn, after warm-up.
+
+    ``warm_up`` cycles run first, unmeasured.
+    """
+    for index in range(warm_up):
+        claim = claims[index % len(claims)]
+        node.prepare(claim)
+        node.unprepare(claim)
+    result = Cycles()
+    started = time.perf_counter()
+    for index in range(cycles):
+        claim = claims[index % len(claims)]
+        result.prepare_ms.append(_timed_ms(node.prepare, claim))
+        result.unprepare_ms.append(_timed_ms(node.unprepare, claim))
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
+def live_comparison(
+    node: BenchNode,
+    live: Sequence[ClaimRef],
+    probe: ClaimRef,
+    *,
+    cycles: int,
+    blocks: int,
+    warm_up: int = WARM_UP_CYCLES,
+) -> tuple[Cycles, Cycles]:
+    """``probe``'s cycles alone on the node, and while every claim of ``live`` is prepared.
+
+    ``cycles`` of each, in ``blocks`` alternating blocks (alone, with them, alone, ...), so a
+    change in the machine's load during the measurement weighs on both alike.
+    """
+    alone, crowded = Cycles(), Cycles()
+    for block, size in enumerate(split(cycles, blocks)):
+        alone.extend(sequential(node, [probe], cycles=size, warm_up=0 if block else warm_up))
+        for claim in live:
+            node.prepare(claim)
+        try:
+            crowded.extend(sequential(node, [probe], cycles=size, warm_up=0))
+        finally:
+            for claim in live:
+                node.unprepare(claim)
+    return alone, crowded
+
+
+def in_flight(node: BenchNode, claims: Sequence[ClaimRef], *, rounds: int) -> Cycles:
+    """All ``claims`` prepared at once, then all unprepared at once; ``rounds`` times.
+
+    One call per claim, like pods starting together; each call's latency counts from the
+    common start.
+
+    ``wall_s`` is the total time from each round's start to its last answer, both phases.
+    """
+    result = Cycles()
+    with ThreadPoolExecutor(max_workers=len(claims), thread_name_prefix="in-flight") as pool:
+        for _ in range(rounds):
+            for call, samples in (
+                (node.prepare, result.prepare_ms),
+                (node.unprepare, result.unprepare_ms),
+            ):
+                gate = threading.Barrier(len(claims))
+                started = time.perf_counter()
+                samples.extend(pool.map(functools.partial(_gated_ms, gate, call), claims))
+                result.wall_s += time.perf_counter() - started
+    return result
+
+
+def _gated_ms(gate: threading.Barrier, call: Callable[[ClaimRef], None], claim: ClaimRef) -> float:
+    gate.wait()
+    return _timed_ms(call, claim)
+
+
+def _timed_ms(call: Callable[[ClaimRef], None], claim: ClaimRef) -> float:
+    started = time.perf_counter()
+    call(claim)
+    return (time.perf_counter() - started) * 1000

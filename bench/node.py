@@ -1,0 +1,247 @@
+"""The bench node: a Node object, a mock DCU node, the real daemon and a kubelet-side client.
+
+The daemon is ``dcu-dra kubelet-plugin`` with its default flags (``PluginProcess``); it is
+called through the fake kubelet's ``PluginManager``, which registers it through its
+registration socket and makes NodePrepareResources/NodeUnprepareResources calls over one
+reused unix-socket connection, checking the answers as the kubelet does. Claims are created in
+the API server with the allocation the scheduler would write (pool = node, a share of a DCU
+with its consumed capacity), so the daemon reads real ResourceClaims.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dra_driver import DRIVER_NAME
+from dra_driver.devices import device_name_for
+from dra_driver.errors import DriverError
+from dra_driver.kube import AlreadyExists, KubeClient, KubeError, NotFound, paths
+from dra_driver.mock import MockConfig, create_mock_node, parse_config
+from dra_driver.testing.cluster import ControlPlane, unique_name
+from dra_driver.testing.fakekubelet import ClaimRef, PluginCallError
+from dra_driver.testing.fakekubelet.plugins import PluginManager
+from dra_driver.testing.plugin_process import PluginProcess
+from dra_driver.testing.waiting import wait_for
+
+#: Compute units of each mock DCU (a Z100) and a quarter of it: 4 shares fill a card, so 64
+#: live shares fit on 16 DCUs (the default ``--max-vdevices`` is 4).
+DCU_CORES = 60
+SHARE_CORES = 15
+#: A Z100's memory, and a quarter of it in whole MiB (the README's quarter-card example).
+DCU_MEMORY_BYTES = 34342961152
+SHARE_MEMORY = "8188Mi"
+#: The kubelet's call timeout (kubelet-plugin-protocol.md §5, ``defaultClientCallTimeout``).
+CALL_TIMEOUT_S = 45.0
+#: The daemon needs well under a second to start; a loaded machine needs more.
+READY_TIMEOUT_S = 60.0
+
+
+class BenchError(DriverError):
+    """The bench could not run or the driver answered wrongly (one line: what and why)."""
+
+
+def mock_config(dcus: int) -> MockConfig:
+    """``dcus`` Z100s on consecutive PCI buses."""
+    return parse_config(
+        {
+            "devices": [
+                {
+                    "model": "Z100",
+                    "computeUnits": DCU_CORES,
+                    "memory": DCU_MEMORY_BYTES,
+                    "pciBusID": _bus_id(index),
+                }
+                for index in range(dcus)
+            ]
+        }
+    )
+
+
+def _bus_id(index: int) -> str:
+    return f"0000:{0x10 + index:02x}:00.0"
+
+
+class BenchNode:
+    """One node of the bench: create it, :meth:`start` it, make claims, call the daemon."""
+
+    def __init__(self, plane: ControlPlane, base: Path, *, dcus: int) -> None:
+        self.plane = plane
+        self.kube: KubeClient = plane.client
+        self.base = base
+        self.name = unique_name("bench")
+        self.namespace = self.name
+        self.devices = [device_name_for(_bus_id(index)) for index in range(dcus)]
+        root = base / "root"
+        create_mock_node(root, mock_config(dcus))
+        self.plugin = PluginProcess.in_directory(
+            base, node_name=self.name, root=root, kubeconfig=plane.kubeconfig
+        )
+        self.manager: PluginManager | None = None
+        self._names = itertools.count()
+        self._create(paths.nodes(), {"apiVersion": "v1", "kind": "Node"}, self.name)
+        self._create(paths.namespaces(), {"apiVersion": "v1", "kind": "Namespace"}, self.name)
+
+    def _create(self, path: str, body: dict[str, Any], name: str) -> None:
+        try:
+            self.kube.create(path, {**body, "metadata": {"name": name}})
+        except AlreadyExists:
+            pass
+
+    # --- the daemon -----------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        """The daemon's process id (it must be running)."""
+        if self.plugin.process is None or self.plugin.returncode is not None:
+            raise BenchError(f"the plugin of node {self.name} is not running")
+        return self.plugin.process.pid
+
+    def slice_selector(self) -> str:
+        """The field selector of this node's ResourceSlices."""
+        return f"spec.driver={DRIVER_NAME},spec.nodeName={self.name}"
+
+    def connect(self) -> None:
+        """Register the running daemon with a kubelet-side client, as the kubelet does."""
+        self.plugin.wait_for_registration_socket(timeout_s=READY_TIMEOUT_S)
+        self.manager = PluginManager(
+            registry_dir=self.plugin.registrar_dir,
+            call_timeout_s=CALL_TIMEOUT_S,
+            retry_interval_s=0.2,
+            wiping_delay_s=3600.0,  # the bench never wipes: the daemon stays registered
+            wipe_driver=_never_wipe,
+            poll_interval_s=0.05,
+        )
+        self.manager.start()
+        try:
+            wait_for(
+                self.manager.registered_plugins,
+                timeout_s=READY_TIMEOUT_S,
+                description=f"the plugin of node {self.name} to register",
+            )
+        except AssertionError as exc:
+            raise BenchError(str(exc).splitlines()[0]) from None
+
+    def rss_mib(self) -> float:
+        """The daemon's resident memory now (VmRSS), in MiB."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise BenchError(f"no VmRSS in /proc/{self.pid}/status")
+
+    def close(self) -> None:
+        """Stop the client and the daemon, delete the namespace and the Node (best effort)."""
+        if self.manager is not None:
+            self.manager.stop()
+        if self.plugin.process is not None:
+            self.plugin.stop(signal.SIGTERM)
+        for path in (paths.namespaces(self.namespace), paths.nodes(self.name)):
+            try:
+                self.kube.delete(path)
+            except NotFound:
+                pass
+            except KubeError as exc:  # cleanup must not hide the bench's own result
+                print(f"cleanup of {path} failed: {exc}")
+        try:
+            self.kube.delete_collection(
+                paths.resource_slices(), field_selector=self.slice_selector()
+            )
+        except KubeError as exc:
+            print(f"cleanup of the slices of node {self.name} failed: {exc}")
+
+    # --- claims and calls -----------------------------------------------------------------
+
+    def claim(self, devices: Sequence[str]) -> ClaimRef:
+        """Create a claim allocated as one quarter-card vDCU share on each of ``devices``."""
+        name = f"c{next(self._names)}"
+        requests = [f"dcu{index}" for index in range(len(devices))]
+        created = self.kube.create(
+            paths.resource_claims(self.namespace),
+            {
+                "apiVersion": "resource.k8s.io/v1",
+                "kind": "ResourceClaim",
+                "metadata": {"name": name, "namespace": self.namespace},
+                "spec": {
+                    "devices": {
+                        "requests": [
+                            {
+                                "name": request,
+                                "exactly": {
+                                    "deviceClassName": "vdcu.dcu.hygon.com",
+                                    "capacity": {
+                                        "requests": {
+                                            "cores": str(SHARE_CORES),
+                                            "memory": SHARE_MEMORY,
+                                        }
+                                    },
+                                },
+                            }
+                            for request in requests
+                        ]
+                    }
+                },
+            },
+        )
+        created["status"] = {
+            "allocation": {
+                "devices": {
+                    "results": [
+                        {
+                            "request": request,
+                            "driver": DRIVER_NAME,
+                            "pool": self.name,
+                            "device": device,
+                            "shareID": str(uuid.uuid4()),
+                            "consumedCapacity": {
+                                "cores": str(SHARE_CORES),
+                                "memory": SHARE_MEMORY,
+                                "vdevices": "1",
+                            },
+                        }
+                        for request, device in zip(requests, devices, strict=True)
+                    ]
+                },
+                "nodeSelector": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchFields": [
+                                {"key": "metadata.name", "operator": "In", "values": [self.name]}
+                            ]
+                        }
+                    ]
+                },
+            }
+        }
+        self.kube.replace(
+            paths.resource_claims(self.namespace, name, subresource="status"), created
+        )
+        return ClaimRef(namespace=self.namespace, name=name, uid=created["metadata"]["uid"])
+
+    def prepare(self, claim: ClaimRef) -> None:
+        """NodePrepareResources for one claim (one pod's call); raise ``BenchError`` if it fails."""
+        try:
+            devices = self._client().prepare(DRIVER_NAME, [claim])
+        except PluginCallError as exc:
+            raise BenchError(f"prepare of claim {claim.name}: {exc}") from None
+        if not devices.get(claim.uid):
+            raise BenchError(f"prepare of claim {claim.name}: the answer has no devices")
+
+    def unprepare(self, claim: ClaimRef) -> None:
+        """NodeUnprepareResources for one claim; raise ``BenchError`` if it fails."""
+        try:
+            self._client().unprepare(DRIVER_NAME, [claim])
+        except PluginCallError as exc:
+            raise BenchError(f"unprepare of claim {claim.name}: {exc}") from None
+
+    def _client(self) -> PluginManager:
+        if self.manager is None:
+            raise BenchError(f"the plugin of node {self.name} is not connected")
+        return self.manager
+
+
+def _never_wipe(driver: str) -> None:
+    """The bench's kubelet never wipes slices (its plugin never goes away for long)."""

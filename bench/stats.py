@@ -1,0 +1,31 @@
+"""Summaries of timing samples: nearest-rank percentiles, in the unit the samples are in."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile (``fraction`` 0.5 = p50, 0.99 = p99) of ``values``."""
+    if not values:
+        raise ValueError("no samples")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def p50(values: Sequence[float]) -> float:
+    """The median (nearest rank)."""
+    return percentile(values, 0.50)
+
+
+def p99(values: Sequence[float]) -> float:
+    """The 99th percentile (nearest rank)."""
+    return percentile(values, 0.99)
+
+
+def split(total: int, parts: int) -> list[int]:
+    """``total`` in ``parts`` sizes as even as can be, adding up exactly (``split(5, 2)``: 3, 2)."""
+    size, rest = divmod(total, parts)
+    return [size + (1 if index < rest else 0) for index in range(parts)]
