@@ -140,7 +140,8 @@ METRICS = (
         "checkpoint_write_duration_seconds",
         "histogram",
         (),
-        "Duration of checkpoint writes (temp file, fsync, rename, fsync of the directory).",
+        "Duration of checkpoint writes (temp file, fsync, rename; the last write of a call "
+        "also fsyncs the directory, a prepare's first also the claims' files staged with it).",
     ),
     _m(
         "publish_errors_total",
