@@ -299,6 +299,7 @@ class DcuPlugin:
             dcu = self._device(claim, share)
             cdi_name = _cdi_device_name(claim.ref.uid, dcu.name, share.share_id)
             cdi_id = cdi.qualified_id(self.kind, cdi_name)
+            _check_within_card(claim, dcu, share)
             whole = _is_whole(dcu, share)
             ledger = ledgers.setdefault(dcu.name, CardLedger(dcu.name))
             base = PreparedShare(
@@ -744,6 +745,18 @@ def _check_uid(uid: str) -> None:
 def _card_order(entry: ClaimEntry) -> list[DeviceName]:
     """The claim's DCUs in the order the container sees them (shares are stored PCI-sorted)."""
     return list(dict.fromkeys(s.device for s in entry.shares))
+
+
+def _check_within_card(claim: Claim, dcu: DcuDevice, share: AllocatedShare) -> None:
+    """A share may consume at most the card; the scheduler never gives more (the slice's max)."""
+    memory_bytes = dcu.memory_mib * MIB
+    if (share.cores or 0) > dcu.compute_units or (share.memory_bytes or 0) > memory_bytes:
+        raise ClaimError(
+            f"claim {claim.ref}: {dcu.name}: the allocation consumed {share.cores} CUs and "
+            f"{share.memory_bytes} bytes, more than the DCU's {dcu.compute_units} CUs and "
+            f"{memory_bytes} bytes; the scheduler never allocates that: was the claim's status "
+            "written by hand?"
+        )
 
 
 def _is_whole(dcu: DcuDevice, share: AllocatedShare) -> bool:

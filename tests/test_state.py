@@ -217,6 +217,16 @@ def test_a_whole_card_share_has_no_vdev_file(node: Node) -> None:
         node.prepare(plugin, claim(share(Z100_A, cores=1, memory_mib=1)))
 
 
+@pytest.mark.parametrize(("cores", "memory_mib"), [(61, 32752), (60, 32753), (120, 65536)])
+def test_consuming_more_than_the_card_is_refused_not_taken_as_the_whole_card(
+    node: Node, cores: int, memory_mib: int
+) -> None:
+    plugin = node.plugin()
+    with pytest.raises(ClaimError, match=r"dcu-0000-3b-00-0: the allocation consumed .* more than"):
+        node.prepare(plugin, claim(share(Z100_A, cores=cores, memory_mib=memory_mib)))
+    assert plugin.prepared_claims() == {}
+
+
 def test_an_exclusively_allocated_device_is_whole(node: Node) -> None:
     c = claim(share(K100, cores=None, memory_mib=None))
     (device,) = node.prepare(node.plugin(), c).devices
