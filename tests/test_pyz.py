@@ -11,19 +11,15 @@ import os
 import stat
 import subprocess
 import sys
-import uuid
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from dra_driver import __version__
-from dra_driver.devices import DeviceName, discover
-from dra_driver.errors import DriverError
-from dra_driver.model import AllocatedShare, Claim, ClaimRef, ClaimUID
 from dra_driver.pyz import SHEBANG, build_pyz, main, package_files
-from dra_driver.state import DcuPlugin
 from dra_driver.testing.container import ContainerView, build_container_view, read_spec_dir
+from dra_driver.testing.core import allocated_share, cdi_ids, local_plugin, prepare_claim
 
 MIB = 2**20
 #: Without root the mock node's device nodes are plain files; verify must be told to accept them.
@@ -47,34 +43,9 @@ def run(pyz: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def share_container(mock_root: Path, base: Path) -> ContainerView:
     """A container with a 15-CU share of a Z100, laid out from the plugin's own CDI spec."""
-    data_dir = base / "data"
-    data_dir.mkdir(mode=0o700)
-    plugin = DcuPlugin(
-        discover(mock_root),
-        driver_name="dcu.hygon.com",
-        node_name="node-a",
-        data_dir=data_dir,
-        cdi_dir=base / "cdi",
-        boot_id="boot-1",
-    )
-    plugin.recover()
-    share = AllocatedShare(
-        request="dcu",
-        pool="node-a",
-        device=DeviceName("dcu-0000-3b-00-0"),
-        share_id=str(uuid.uuid4()),
-        cores=15,
-        memory_bytes=8188 * MIB,
-        vdevices=1,
-    )
-    claim = Claim(
-        ref=ClaimRef(uid=ClaimUID(str(uuid.uuid4())), namespace="ns", name="c"), shares=(share,)
-    )
-    result = plugin.prepare_claims([claim])[claim.ref.uid]
-    if isinstance(result, DriverError):
-        raise result
-    cdi_ids = [cdi_id for device in result.devices for cdi_id in device.cdi_ids]
-    return build_container_view(base / "ctr", read_spec_dir(base / "cdi"), cdi_ids)
+    share = allocated_share("dcu-0000-3b-00-0", cores=15, memory_mib=8188)
+    _, result = prepare_claim(local_plugin(mock_root, base), share)
+    return build_container_view(base / "ctr", read_spec_dir(base / "cdi"), cdi_ids(result))
 
 
 def verify_args(view: ContainerView, mock_root: Path) -> list[str]:

@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +19,11 @@ from typing import Any
 
 import pytest
 
-from dra_driver import cli
+from dra_driver import cdi, cli
 from dra_driver.allocator import CuMask
-from dra_driver.devices import DeviceName, discover
-from dra_driver.errors import DriverError
 from dra_driver.mock import create_mock_node, parse_config
-from dra_driver.model import AllocatedShare, Claim, ClaimRef, ClaimUID
-from dra_driver.state import DcuPlugin
+from dra_driver.model import AllocatedShare, Claim
+from dra_driver.testing.core import allocated_share, local_plugin, prepare_claim
 from dra_driver.vdev import VdevConfig, render_vdev, write_vdev_dir
 from dra_driver.verify import CheckKind, NodeType, Report, Status, format_report, verify
 
@@ -40,38 +37,14 @@ DCU_DRA = str(Path(sys.executable).parent / "dcu-dra")
 
 
 def share(device: str, cores: int | None, memory_mib: int | None) -> AllocatedShare:
-    whole = cores is None
-    return AllocatedShare(
-        request="dcu",
-        pool="node-a",
-        device=DeviceName(device),
-        share_id=None if whole else str(uuid.uuid4()),
-        cores=cores,
-        memory_bytes=None if memory_mib is None else memory_mib * MIB,
-        vdevices=None if whole else 1,
-    )
+    return allocated_share(device, cores=cores, memory_mib=memory_mib)
 
 
 def prepare(mock_root: Path, base: Path, *shares: AllocatedShare) -> tuple[Claim, Path]:
     """Prepare one claim with the real plugin; return it and its CDI spec file."""
-    data_dir = base / "data"
-    data_dir.mkdir(mode=0o700, exist_ok=True)
-    plugin = DcuPlugin(
-        discover(mock_root),
-        driver_name="dcu.hygon.com",
-        node_name="node-a",
-        data_dir=data_dir,
-        cdi_dir=base / "cdi",
-        boot_id="boot-1",
-    )
-    plugin.recover()
-    claim = Claim(
-        ref=ClaimRef(uid=ClaimUID(str(uuid.uuid4())), namespace="ns", name="c"), shares=shares
-    )
-    result = plugin.prepare_claims([claim])[claim.ref.uid]
-    if isinstance(result, DriverError):
-        raise result
-    return claim, base / "cdi" / f"k8s.dcu.hygon.com-dcu_{claim.ref.uid}.json"
+    plugin = local_plugin(mock_root, base)
+    claim, _ = prepare_claim(plugin, *shares)
+    return claim, base / "cdi" / cdi.spec_file_name(plugin.kind, claim.ref.uid)
 
 
 def container_from_spec(spec_path: Path, root: Path) -> Path:

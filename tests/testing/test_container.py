@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dra_driver.devices import DeviceName, discover
-from dra_driver.errors import DriverError
-from dra_driver.model import AllocatedShare, Claim, ClaimRef, ClaimUID
-from dra_driver.state import DcuPlugin
+from dra_driver.testing import core
 from dra_driver.testing.container import (
     ContainerViewError,
     EditKind,
@@ -27,6 +23,7 @@ from dra_driver.testing.container import (
     read_spec_dir,
     resolve_paths,
 )
+from dra_driver.testing.core import allocated_share, cdi_ids, local_plugin
 from dra_driver.verify import format_report, verify
 
 KIND = "k8s.dcu.hygon.com/dcu"
@@ -37,34 +34,10 @@ PLAIN = os.geteuid() != 0
 
 def prepare_claim(mock_root: Path, base: Path, device: str, *, cores: int | None) -> list[str]:
     """Prepare one claim (a share, or the whole card when ``cores`` is None); its CDI IDs."""
-    data_dir = base / "data"
-    data_dir.mkdir(mode=0o700, exist_ok=True)
-    plugin = DcuPlugin(
-        discover(mock_root),
-        driver_name="dcu.hygon.com",
-        node_name="node-a",
-        data_dir=data_dir,
-        cdi_dir=base / "cdi",
-        boot_id="boot-1",
-    )
-    plugin.recover()
-    whole = cores is None
-    share = AllocatedShare(
-        request="dcu",
-        pool="node-a",
-        device=DeviceName(device),
-        share_id=None if whole else str(uuid.uuid4()),
-        cores=cores,
-        memory_bytes=None if whole else 4096 * MIB,
-        vdevices=None if whole else 1,
-    )
-    claim = Claim(
-        ref=ClaimRef(uid=ClaimUID(str(uuid.uuid4())), namespace="ns", name="c"), shares=(share,)
-    )
-    result = plugin.prepare_claims([claim])[claim.ref.uid]
-    if isinstance(result, DriverError):
-        raise result
-    return [cdi_id for device in result.devices for cdi_id in device.cdi_ids]
+    memory_mib = None if cores is None else 4096
+    share = allocated_share(device, cores=cores, memory_mib=memory_mib)
+    _, result = core.prepare_claim(local_plugin(mock_root, base), share)
+    return cdi_ids(result)
 
 
 def spec(kind: str, devices: dict[str, dict[str, Any]], **edits: Any) -> dict[str, Any]:
