@@ -154,11 +154,15 @@ class FakeClaimApi:
     def __init__(self, claim: dict[str, Any] | None) -> None:
         self.claim = claim
         self.conflicts = 0
+        self.get_errors: list[KubeError] = []
+        """Raised by the next GETs, one each (an outage, a refusal)."""
         self.puts: list[dict[str, Any]] = []
         self.path = paths.resource_claims("ns", "c")
 
     def get(self, path: str) -> dict[str, Any]:
         assert path == self.path
+        if self.get_errors:
+            raise self.get_errors.pop(0)
         if self.claim is None:
             raise NotFound(404, "NotFound", "not found")
         return copy.deepcopy(self.claim)
@@ -301,20 +305,12 @@ def test_an_unreachable_api_server_is_logged_once_not_once_per_claim(
     api = FakeClaimApi(claim())
     writer = reporter(api, {UID: entry(VDCU)})
     caplog.set_level(logging.DEBUG, logger="dra_driver.claimstatus")
-    failures: list[KubeError] = [
+    api.get_errors = [
         ConnectionFailed("GET", api.path, "refused"),
         ServerError(503, "ServiceUnavailable", "etcd is not reachable"),
         ConnectionFailed("GET", api.path, "refused"),
         Forbidden(403, "Forbidden", "RBAC"),
     ]
-    real_get = api.get
-
-    def get(path: str) -> dict[str, Any]:
-        if failures:
-            raise failures.pop(0)
-        return real_get(path)
-
-    api.get = get  # type: ignore[method-assign]
     for _ in range(5):
         writer._reconcile_logged(REF)
 
@@ -339,18 +335,10 @@ def test_a_write_the_api_server_did_not_answer_is_retried_with_backoff() -> None
     writer = reporter(api, {UID: entry(VDCU)})
     now = [100.0]
     writer._monotonic = lambda: now[0]
-    outage: list[KubeError] = [
+    api.get_errors = [
         ConnectionFailed("GET", api.path, "refused"),
         ServerError(503, "ServiceUnavailable", "etcd is not reachable"),
     ]
-    real_get = api.get
-
-    def get(path: str) -> dict[str, Any]:
-        if outage:
-            raise outage.pop(0)
-        return real_get(path)
-
-    api.get = get  # type: ignore[method-assign]
     writer._reconcile_logged(REF)
     assert writer.retries_scheduled() == 1
     with writer._cond:
@@ -371,10 +359,9 @@ def test_a_write_the_api_server_did_not_answer_is_retried_with_backoff() -> None
     writer._reconcile_logged(REF)  # the API server is back
     assert (writer.writes, writer.retries_scheduled()) == (1, 0)
 
-    refused = reporter(FakeClaimApi(claim()), {UID: entry(VDCU)})
-    refused.client.get = lambda path: (_ for _ in ()).throw(  # type: ignore[method-assign]
-        Forbidden(403, "Forbidden", "RBAC")
-    )
+    refusing = FakeClaimApi(claim())
+    refusing.get_errors = [Forbidden(403, "Forbidden", "RBAC")]
+    refused = reporter(refusing, {UID: entry(VDCU)})
     refused._reconcile_logged(REF)
     assert (refused.failures, refused.retries_scheduled()) == (1, 0)
 
@@ -382,15 +369,7 @@ def test_a_write_the_api_server_did_not_answer_is_retried_with_backoff() -> None
 def test_the_worker_retries_on_its_own_once_the_api_server_answers() -> None:
     api = FakeClaimApi(claim())
     writer = reporter(api, {UID: entry(VDCU)})
-    outage: list[KubeError] = [ConnectionFailed("GET", api.path, "refused")]
-    real_get = api.get
-
-    def get(path: str) -> dict[str, Any]:
-        if outage:
-            raise outage.pop(0)
-        return real_get(path)
-
-    api.get = get  # type: ignore[method-assign]
+    api.get_errors = [ConnectionFailed("GET", api.path, "refused")]
     writer.start()
     try:
         writer.request(REF)
