@@ -174,6 +174,19 @@ def _ms(value: float) -> float:
     return round(value, 3)
 
 
+def _latency_figures(cycles: latency.Cycles, floor: floors.Floors, *, suffix: str = "") -> Results:
+    """p50 and p99 of prepare and unprepare, and each as a ratio to its floor."""
+    figures: Results = {}
+    for call, samples, floor_ms in (
+        ("prepare", cycles.prepare_ms, floor.prepare_ms),
+        ("unprepare", cycles.unprepare_ms, floor.unprepare_ms),
+    ):
+        for name, percentile in (("p50", p50), ("p99", p99)):
+            figures[f"{call}_{name}_ms{suffix}"] = _ms(percentile(samples))
+            figures[f"{call}_{name}_floor_ratio{suffix}"] = ratio(percentile(samples), floor_ms)
+    return figures
+
+
 def _results(
     *,
     started: startup.Startup,
@@ -199,22 +212,9 @@ def _results(
         "prepare_floor_ms": _ms(prepare_floor),
         "unprepare_floor_ms": _ms(unprepare_floor),
         "prepare_cycles": single.cycles,
-        "prepare_p50_ms": _ms(p50(single.prepare_ms)),
-        "prepare_p99_ms": _ms(p99(single.prepare_ms)),
-        "unprepare_p50_ms": _ms(p50(single.unprepare_ms)),
-        "unprepare_p99_ms": _ms(p99(single.unprepare_ms)),
-        "prepare_p50_floor_ratio": ratio(p50(single.prepare_ms), prepare_floor),
-        "prepare_p99_floor_ratio": ratio(p99(single.prepare_ms), prepare_floor),
-        "unprepare_p50_floor_ratio": ratio(p50(single.unprepare_ms), unprepare_floor),
-        "unprepare_p99_floor_ratio": ratio(p99(single.unprepare_ms), unprepare_floor),
+        **_latency_figures(single, floor),
         "cycles_2dcu": double.cycles,
-        "prepare_p50_ms_2dcu": _ms(p50(double.prepare_ms)),
-        "prepare_p99_ms_2dcu": _ms(p99(double.prepare_ms)),
-        "unprepare_p50_ms_2dcu": _ms(p50(double.unprepare_ms)),
-        "unprepare_p99_ms_2dcu": _ms(p99(double.unprepare_ms)),
-        "prepare_p50_floor_ratio_2dcu": ratio(p50(double.prepare_ms), prepare_floor),
-        "prepare_p99_floor_ratio_2dcu": ratio(p99(double.prepare_ms), prepare_floor),
-        "unprepare_p50_floor_ratio_2dcu": ratio(p50(double.unprepare_ms), unprepare_floor),
+        **_latency_figures(double, floor, suffix="_2dcu"),
         "cycles_64_live": live.cycles,
         "prepare_p50_ms_1_live": _ms(p50(alone.prepare_ms)),
         "prepare_p50_ms_64_live": _ms(p50(live.prepare_ms)),
