@@ -5,8 +5,8 @@ keys (``yaml.UnmarshalStrict`` rejects any unknown key), field types, ``cdiVersi
 new enough for the fields used, the ``kind`` and device-name grammar, non-empty device edits,
 ``env``/``deviceNodes``/``hooks``/``mounts`` rules, duplicate devices within a spec and across
 the files of one directory. Optionally adds the official JSON schema, which is much looser
-(no unknown-key check, no patterns) and is read from a directory given by the caller: it is
-never shipped with the driver.
+(no unknown-key check, no patterns): the package ships upstream's copy unchanged
+(``BUNDLED_SCHEMA_DIR``, whose README names its version), and a caller may name another.
 
 Every problem is one human-readable line that starts with its JSON path. Validation never
 raises for bad content; only ``validate_spec`` raises, for the writer. Reads files only in
@@ -34,6 +34,11 @@ from dra_driver import cdi
 from dra_driver.errors import CdiError, CdiValidationError
 
 logger = logging.getLogger(__name__)
+
+#: The official CDI JSON schema (``schema.json`` + ``defs.json``), vendored unchanged from
+#: cncf-tags/container-device-interface ``schema/`` (version and licence in its README.md), so
+#: validation needs nothing outside the package.
+BUNDLED_SCHEMA_DIR: Final = Path(__file__).resolve().parent / "schemas" / "cdi"
 
 #: Exact keys of each object in ``specs-go/config.go`` (v1.1.0). Spelling traps: the Go tags
 #: are ``additionalGids`` and ``schemata`` although SPEC.md writes ``additionalGIDs``/``schema``.
@@ -492,9 +497,10 @@ def validate_document(doc: object, *, schema_dir: Path | None = None) -> list[st
     """Return one line per problem of a parsed CDI spec document; empty when it is valid.
 
     Always applies the strict rules of the Go library. With ``schema_dir`` (holding the
-    official ``schema.json`` and ``defs.json``) also validates against the schema and adds its
-    errors, marked ``(official schema)``. Pure apart from loading the schema once per
-    directory; raises ``CdiError`` only when that schema cannot be loaded.
+    official ``schema.json`` and ``defs.json``, e.g. ``BUNDLED_SCHEMA_DIR``) also validates
+    against the schema and adds its errors, marked ``(official schema)``. Pure apart from
+    loading the schema once per directory; raises ``CdiError`` only when that schema cannot be
+    loaded.
     """
     problems = _strict_problems(doc)
     if schema_dir is not None:

@@ -134,7 +134,12 @@ def cdi_generate(
 
 
 def cdi_validate_files(*, paths: list[Path], schema_dir: Path | None, out: TextIO) -> int:
-    """``dcu-dra cdi validate``: exit 0 when every file is valid, 1 otherwise."""
+    """``dcu-dra cdi validate``: exit 0 when every file is valid, 1 otherwise.
+
+    Checks the Go library's rules and the official schema in ``schema_dir``; None means the
+    copy the package ships.
+    """
+    schema_dir = schema_dir or cdi_validate.BUNDLED_SCHEMA_DIR
     failed = False
     for path in paths:
         problems = cdi_validate.validate_file(path, schema_dir=schema_dir)

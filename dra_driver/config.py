@@ -83,8 +83,14 @@ class PluginConfig:
             ("--plugin-data-dir", self.data_dir),
             ("--cdi-dir", self.cdi_dir),
         ):
+            # These reach CDI specs (device and vdev host paths), the kubelet (socket paths) or
+            # the container runtime, which resolve a relative path in a directory of their own.
             if not path.is_absolute():
-                raise ConfigError(f"{flag} {path} must be an absolute path")
+                raise ConfigError(
+                    f"{flag} {path} is a relative path: give an absolute one (the kubelet and "
+                    "the container runtime would resolve it against their own working "
+                    "directory; the command line resolves it against dcu-dra's)"
+                )
         if self.kubeconfig is not None and not self.kubeconfig.is_file():
             raise ConfigError(f"--kubeconfig {self.kubeconfig} does not exist")
         if not 1 <= self.max_vdevices <= 64:

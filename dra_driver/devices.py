@@ -270,7 +270,7 @@ def _read_kfd_node(root: Path, node_dir: Path, *, max_vdevices: int) -> DcuDevic
         model=model_name(device_id),
         device_id=device_id,
         pci_bus_id=pci_bus_id,
-        uuid=_card_uuid(root, pci_dir, pci_bus_id),
+        uuid=_card_uuid(root, pci_dir, pci_bus_id, kfd_unique_id=props.get("unique_id")),
         compute_units=compute_units,
         memory_bytes=_device_memory(node_dir, props_path),
         numa_node=_read_int_file(pci_dir / "numa_node", default=-1),
@@ -357,12 +357,21 @@ def _device_memory(node_dir: Path, props_path: Path) -> int:
     return total
 
 
-def _card_uuid(root: Path, pci_dir: Path, pci_bus_id: str) -> str:
-    """Return ``DCU-<serial>``: the card's ``unique_id``, else a stable id from the node."""
+def _card_uuid(root: Path, pci_dir: Path, pci_bus_id: str, *, kfd_unique_id: int | None) -> str:
+    """Return ``DCU-<serial>``, from the first of these the node has.
+
+    1. The PCI device's ``unique_id`` (or ``serial_number``) file, as it reads.
+    2. The KFD topology node's ``unique_id`` property (decimal; 0 means unknown), as 16 hex
+       digits: the form in which amdgpu's PCI ``unique_id`` file shows the same number.
+    3. An id derived from ``/etc/machine-id`` and the bus id: stable for this slot on this
+       machine, but the same on every machine without a machine id.
+    """
     for name in ("unique_id", "serial_number"):
         value = _read_text_file(pci_dir / name)
         if value:
             return f"DCU-{value}"
+    if kfd_unique_id is not None and kfd_unique_id > 0:
+        return f"DCU-{kfd_unique_id:016x}"
     # No serial exposed: derive one that is stable for this card slot on this machine.
     machine = _read_text_file(root / "etc/machine-id") or "unknown-machine"
     return f"DCU-{uuid.uuid5(uuid.NAMESPACE_OID, f'{machine}/{pci_bus_id}')}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -10,25 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from dra_driver.cdi_validate import BUNDLED_SCHEMA_DIR
 from dra_driver.mock import DEFAULT_CONFIG, MockConfig, create_mock_node, parse_config
 from dra_driver.testing.cluster import CONTROLPLANE_BINARY, ControlPlane, ControlPlaneError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-#: The official CDI schema lives beside the project (../shared), never inside it; CI and
-#: developers have it there. CDI_SCHEMA_DIR points elsewhere for a checkout without it.
-CDI_SCHEMA_DIR = Path(
-    os.environ.get("CDI_SCHEMA_DIR") or REPO_ROOT.parent / "shared" / "schemas" / "cdi"
-)
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Fail at once, with the fix, when the official CDI schema is not where tests read it."""
-    if not (CDI_SCHEMA_DIR / "schema.json").is_file():
-        raise pytest.UsageError(
-            f"the official CDI JSON schema is missing at {CDI_SCHEMA_DIR}: check out the project "
-            "next to its shared/ directory, or set CDI_SCHEMA_DIR to a directory holding "
-            "schema.json and defs.json"
-        )
+#: The official CDI schema, as the package ships it (dra_driver/schemas/cdi).
+CDI_SCHEMA_DIR = BUNDLED_SCHEMA_DIR
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from dra_driver import cdi
 from dra_driver.cdi_validate import (
+    BUNDLED_SCHEMA_DIR,
     find_conflicts,
     format_path,
     validate_document,
@@ -20,8 +22,6 @@ from dra_driver.cdi_validate import (
     validate_spec,
 )
 from dra_driver.errors import CdiError, CdiValidationError
-
-SCHEMA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "schemas" / "cdi"
 
 #: The Go parser's grammar written as regexes: an independent oracle for the hand-written checks.
 GO_DEVICE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.:-]*[A-Za-z0-9])?")
@@ -45,7 +45,7 @@ def edits_doc(version: str = "0.3.0", **edits: object) -> Doc:
 
 
 def test_a_minimal_spec_is_valid() -> None:
-    assert validate_document(document(), schema_dir=SCHEMA_DIR) == []
+    assert validate_document(document(), schema_dir=BUNDLED_SCHEMA_DIR) == []
 
 
 FULL_SPEC: Doc = {
@@ -126,7 +126,7 @@ FULL_SPEC: Doc = {
     ],
 )
 def test_valid_documents_pass_both_checks(doc: Doc) -> None:
-    assert validate_document(doc, schema_dir=SCHEMA_DIR) == []
+    assert validate_document(doc, schema_dir=BUNDLED_SCHEMA_DIR) == []
 
 
 # One case per strict rule: the document, the JSON path of the single problem, and a regex
@@ -424,7 +424,7 @@ def test_each_strict_rule_reports_one_line_saying_what_is_wrong(
 
 def test_the_official_schema_reports_type_errors_with_their_json_path() -> None:
     doc = edits_doc(deviceNodes=[{"path": "/dev/x", "major": "235"}])
-    problems = validate_document(doc, schema_dir=SCHEMA_DIR)
+    problems = validate_document(doc, schema_dir=BUNDLED_SCHEMA_DIR)
     assert problems == [
         "$.devices[0].containerEdits.deviceNodes[0].major: must be an integer, not string",
         "$.devices[0].containerEdits.deviceNodes[0].major: '235' is not of type 'integer' "
@@ -437,8 +437,37 @@ def test_the_official_schema_is_used_only_when_asked() -> None:
     assert not any(p.endswith("(official schema)") for p in validate_document(doc))
     assert any(
         p.startswith("$.devices[0].containerEdits.deviceNodes[0].path: 3 is not of type")
-        for p in validate_document(doc, schema_dir=SCHEMA_DIR)
+        for p in validate_document(doc, schema_dir=BUNDLED_SCHEMA_DIR)
     )
+
+
+def git_blob_id(data: bytes) -> str:
+    """The id git gives a file's content (``git hash-object``), as upstream's tree lists it."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def test_the_vendored_schema_is_upstreams_files_unchanged() -> None:
+    """Regression: the schema was read from a folder beside the checkout, so a clone alone
+    could not run the tests. The package carries it, byte for byte as its README records."""
+    readme = (BUNDLED_SCHEMA_DIR / "README.md").read_text(encoding="utf-8")
+    assert "cncf-tags/container-device-interface" in readme
+    assert "Apache-2.0" in readme
+    for name in ("schema.json", "defs.json"):
+        blob = git_blob_id((BUNDLED_SCHEMA_DIR / name).read_bytes())
+        assert f"| Git blob of `{name}` | `{blob}` |" in readme, f"{name} differs from upstream"
+    assert BUNDLED_SCHEMA_DIR.is_relative_to(Path(cdi.__file__).resolve().parent)
+
+
+def test_the_vendored_schema_checks_top_level_container_edits() -> None:
+    """Upstream's main after v1.1.0 checks the spec-level containerEdits: we ship that one."""
+    doc = document(
+        containerEdits={"hooks": [{"hookName": "prestart", "path": "/bin/true", "timeout": 2**40}]}
+    )
+    assert validate_document(doc) == []  # the Go library's rules do not bound the timeout
+    assert validate_document(doc, schema_dir=BUNDLED_SCHEMA_DIR) == [
+        "$.containerEdits.hooks[0].timeout: 1099511627776 is greater than the maximum of "
+        "4294967295 (official schema)"
+    ]
 
 
 def test_a_missing_schema_directory_is_an_error(tmp_path: Path) -> None:
@@ -481,8 +510,8 @@ def test_validate_file_reads_json_and_yaml(tmp_path: Path) -> None:
         "cdiVersion: 0.3.0\nkind: example.com/dcu\ndevices:\n"
         "- name: dcu0\n  containerEdits:\n    env: [A=1]\n"
     )
-    assert validate_file(json_file, schema_dir=SCHEMA_DIR) == []
-    assert validate_file(yaml_file, schema_dir=SCHEMA_DIR) == []
+    assert validate_file(json_file, schema_dir=BUNDLED_SCHEMA_DIR) == []
+    assert validate_file(yaml_file, schema_dir=BUNDLED_SCHEMA_DIR) == []
 
 
 @pytest.mark.parametrize(

@@ -8,20 +8,30 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dra_driver import cli
-from tests.conftest import CDI_SCHEMA_DIR
+from dra_driver.config import PluginConfig
 
 DCU_DRA = str(Path(sys.executable).parent / "dcu-dra")
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    merged = {k: v for k, v in os.environ.items() if k not in {cli.ENV_ROOT, cli.ENV_HOST_ROOT}}
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    unset = {cli.ENV_ROOT, cli.ENV_HOST_ROOT, cli.ENV_CDI_SCHEMA_DIR}
+    merged = {k: v for k, v in os.environ.items() if k not in unset}
     merged.update(env or {})
     return subprocess.run(
-        [DCU_DRA, *args], capture_output=True, text=True, env=merged, check=False, timeout=60
+        [DCU_DRA, *args],
+        capture_output=True,
+        text=True,
+        env=merged,
+        cwd=cwd,
+        check=False,
+        timeout=60,
     )
 
 
@@ -149,7 +159,7 @@ def test_cdi_generate_to_stdout_is_valid(mock_root: Path, tmp_path: Path) -> Non
     assert names[:3] == ["0", "1", "2"] and "all" in names
     path = tmp_path / "spec.json"
     path.write_text(done.stdout)
-    checked = run("cdi", "validate", "--schema-dir", str(CDI_SCHEMA_DIR), str(path))
+    checked = run("cdi", "validate", str(path))
     assert checked.returncode == 0, checked.stdout
     assert checked.stdout == "1 CDI spec(s) valid\n"
 
@@ -172,6 +182,90 @@ def test_cdi_generate_host_root_rewrites_host_paths(mock_root: Path) -> None:
     assert done.returncode == 0, done.stderr
     host_paths = [n["hostPath"] for n in json.loads(done.stdout)["containerEdits"]["deviceNodes"]]
     assert host_paths == ["/var/lib/mock/dev/kfd", "/var/lib/mock/dev/mkfd"]
+
+
+def spec_host_paths(spec: dict[str, Any]) -> list[str]:
+    """Every hostPath of a spec's device nodes and mounts, spec-level and per device."""
+    edits = [spec.get("containerEdits", {})] + [d["containerEdits"] for d in spec["devices"]]
+    return [
+        entry["hostPath"]
+        for edit in edits
+        for entry in [*edit.get("deviceNodes", []), *edit.get("mounts", [])]
+        if "hostPath" in entry
+    ]
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_cdi_generate_makes_a_relative_root_absolute(mock_root: Path, how: str) -> None:
+    """Regression: a relative --root gave relative hostPaths (node/dev/dri/card1), which runc
+    resolves against its own working directory."""
+    relative = mock_root.name
+    args, env = (["--root", relative], None) if how == "flag" else ([], {cli.ENV_ROOT: relative})
+    done = run("cdi", "generate", *args, "--stdout", env=env, cwd=mock_root.parent)
+    assert done.returncode == 0, done.stderr
+    host_paths = spec_host_paths(json.loads(done.stdout))
+    assert f"{mock_root}/dev/dri/card1" in host_paths
+    assert f"{mock_root}/opt/hyhal" in host_paths
+    assert all(path.startswith(f"{mock_root}/") for path in host_paths), host_paths
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(["--host-root", "hostnode"], None), ([], {"DCU_DRA_HOST_ROOT": "hostnode"})],
+    ids=["flag", "env"],
+)
+def test_cdi_generate_refuses_a_relative_host_root(
+    mock_root: Path, args: list[str], env: dict[str, str] | None
+) -> None:
+    """Regression: a relative --host-root went into the spec as is (hostnode/opt/hyhal); where
+    the runtime would resolve it cannot be known, so it is a usage error that says what to do."""
+    done = run("cdi", "generate", "--root", str(mock_root), *args, "--stdout", env=env)
+    assert_clean_error(
+        done,
+        2,
+        r"^dcu-dra cdi generate: error: --host-root hostnode \(flag or DCU_DRA_HOST_ROOT\) is "
+        r"a relative path: give the absolute path at which the container runtime sees the node",
+    )
+    assert done.stdout == ""
+
+
+def test_cdi_validate_checks_the_official_schema_by_default(tmp_path: Path) -> None:
+    """Regression: without --schema-dir (which needed a schema beside the checkout) only the
+    Go library's rules ran; the schema the package ships is now always applied."""
+    path = tmp_path / "spec.json"
+    hook = {"hookName": "prestart", "path": "/bin/true", "timeout": 2**40}
+    path.write_text(
+        json.dumps(
+            {
+                "cdiVersion": "0.5.0",
+                "kind": "hygon.com/dcu",
+                "containerEdits": {"hooks": [hook]},
+                "devices": [{"name": "dcu0", "containerEdits": {"env": ["A=1"]}}],
+            }
+        )
+    )
+    done = run("cdi", "validate", str(path))
+    assert (done.returncode, done.stderr) == (1, "")
+    assert done.stdout == (
+        f"{path}: $.containerEdits.hooks[0].timeout: 1099511627776 is greater than the maximum "
+        "of 4294967295 (official schema)\n"
+    )
+
+
+def test_cdi_validate_schema_dir_replaces_the_shipped_schema(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"cdiVersion": "0.3.0", "kind": "a.com/b", "devices": []}))
+    empty = tmp_path / "schemas"
+    empty.mkdir()
+    for args, env in (
+        (["--schema-dir", str(empty)], None),
+        ([], {cli.ENV_CDI_SCHEMA_DIR: str(empty)}),
+    ):
+        assert_clean_error(
+            run("cdi", "validate", *args, str(spec), env=env),
+            1,
+            rf"^dcu-dra: error: cannot load the official CDI schema from {empty} ",
+        )
 
 
 def test_cdi_generate_and_stdout_are_exclusive(mock_root: Path) -> None:
@@ -304,6 +398,44 @@ def test_module_entry_point_runs() -> None:
     )
     assert done.returncode == 0
     assert done.stdout.startswith("dcu-dra ")
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_kubelet_plugin_makes_relative_paths_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Regression: relative --root, --cdi-dir, --plugin-data-dir and --registrar-dir were
+    refused; like ``cdi generate --root`` they are this process's view, so they are resolved
+    (and a relative path never reaches a CDI spec or the kubelet)."""
+    from dra_driver import daemon, logs
+
+    ran: list[PluginConfig] = []
+
+    def run_daemon(config: PluginConfig, **_: object) -> int:
+        ran.append(config)
+        return 0
+
+    monkeypatch.setattr(daemon, "run", run_daemon)
+    monkeypatch.setattr(logs, "configure", lambda **_: None)
+    monkeypatch.chdir(tmp_path)
+    paths = {"--root": "node", "--cdi-dir": "cdi", "--plugin-data-dir": "data"}
+    paths["--registrar-dir"] = "registry"
+    envs = {"--root": cli.ENV_ROOT, "--cdi-dir": "CDI_DIR", "--plugin-data-dir": "PLUGIN_DATA_DIR"}
+    envs["--registrar-dir"] = "REGISTRAR_DIR"
+    argv = ["kubelet-plugin", "--node-name", "n"]
+    for flag, value in paths.items():
+        if how == "flag":
+            argv += [flag, value]
+        else:
+            monkeypatch.setenv(envs[flag], value)
+    assert cli.main(argv) == 0
+    [config] = ran
+    assert (config.root, config.cdi_dir, config.data_dir, config.registrar_dir) == (
+        tmp_path / "node",
+        tmp_path / "cdi",
+        tmp_path / "data",
+        tmp_path / "registry",
+    )
 
 
 def test_in_process_options_and_env_twins(monkeypatch: pytest.MonkeyPatch) -> None:

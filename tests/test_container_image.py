@@ -322,6 +322,9 @@ def test_wheel_is_named_for_the_project_version_and_holds_the_package_data(
     wanted = {p.relative_to(REPO_ROOT).as_posix() for p in files}
     for data in (
         "dra_driver/schemas/dcuconfig.v1alpha1.json",
+        "dra_driver/schemas/cdi/schema.json",
+        "dra_driver/schemas/cdi/defs.json",
+        "dra_driver/schemas/cdi/README.md",
         "dra_driver/mock/hy_smi_template.py",
     ):
         assert data in wanted, f"{data} moved: update this test"
@@ -380,6 +383,29 @@ def test_entrypoint_mock_node_devices_and_cdi_spec(image: InstalledImage, tmp_pa
     spec_file.write_text(spec.stdout)
     validated = image.run("cdi", "validate", str(spec_file), cwd=tmp_path)
     assert validated.returncode == 0, validated
+
+
+@pytest.mark.slow
+def test_installed_cdi_validate_checks_the_schema_the_wheel_ships(
+    image: InstalledImage, tmp_path: Path
+) -> None:
+    """The image's ``cdi validate`` applies the official schema with nothing beside it: a hook
+    timeout beyond uint32 passes the Go library's rules and only the schema catches it."""
+    spec = tmp_path / "spec.json"
+    hook = {"hookName": "prestart", "path": "/bin/true", "timeout": 2**40}
+    edits = {"env": ["A=1"], "hooks": [hook]}
+    spec.write_text(
+        json.dumps(
+            {
+                "cdiVersion": "0.3.0",
+                "kind": "a.com/b",
+                "devices": [{"name": "x", "containerEdits": edits}],
+            }
+        )
+    )
+    done = image.run("cdi", "validate", str(spec), cwd=tmp_path)
+    assert done.returncode == 1, done
+    assert done.stdout.endswith("is greater than the maximum of 4294967295 (official schema)\n")
 
 
 @pytest.mark.slow

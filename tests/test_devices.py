@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -224,13 +225,43 @@ def test_node_without_device_memory_is_an_error(mock_root: Path) -> None:
         discover(mock_root)
 
 
-def test_uuid_comes_from_unique_id_and_falls_back_to_a_stable_id(mock_root: Path) -> None:
-    (mock_root / "sys/bus/pci/devices/0000:3b:00.0/unique_id").write_text("abc123\n")
-    (mock_root / "sys/bus/pci/devices/0000:5e:00.0/unique_id").unlink()
-    first = discover(mock_root).devices
-    assert first[0].uuid == "DCU-abc123"
-    assert first[1].uuid.startswith("DCU-")
-    assert discover(mock_root).devices[1].uuid == first[1].uuid
+def set_kfd_unique_id(root: Path, node: int, value: int | None) -> None:
+    """Rewrite KFD topology node ``node``'s ``unique_id`` property (None: drop it)."""
+    path = root / f"sys/class/kfd/kfd/topology/nodes/{node}/properties"
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("unique_id ")]
+    path.write_text("\n".join([*lines, *([f"unique_id {value}"] if value is not None else [])]))
+
+
+STABLE_FALLBACK = re.compile(r"DCU-[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@pytest.mark.parametrize(
+    ("pci_unique_id", "kfd_unique_id", "expected"),
+    [
+        ("abc123", 1234, "DCU-abc123"),
+        (None, 1234, "DCU-00000000000004d2"),
+        (None, 2**64 - 1, "DCU-ffffffffffffffff"),
+        (None, 0, STABLE_FALLBACK),
+        (None, None, STABLE_FALLBACK),
+    ],
+    ids=["pci-wins", "kfd", "kfd-max", "kfd-zero-is-unknown", "neither"],
+)
+def test_uuid_comes_from_the_pci_then_the_kfd_unique_id_then_the_machine(
+    mock_root: Path, pci_unique_id: str | None, kfd_unique_id: int | None, expected: object
+) -> None:
+    """Regression: the KFD topology's unique_id was ignored, so a card without a PCI unique_id
+    got an id from /etc/machine-id, the same on every machine without one."""
+    pci = mock_root / "sys/bus/pci/devices/0000:3b:00.0/unique_id"
+    pci.unlink(missing_ok=True)
+    if pci_unique_id is not None:
+        pci.write_text(f"{pci_unique_id}\n")
+    set_kfd_unique_id(mock_root, 1, kfd_unique_id)
+    uuid = discover(mock_root).devices[0].uuid
+    if isinstance(expected, re.Pattern):
+        assert expected.fullmatch(uuid), uuid
+        assert discover(mock_root).devices[0].uuid == uuid  # stable
+    else:
+        assert uuid == expected
 
 
 def test_numa_node_defaults_to_minus_one_when_unreported(mock_root: Path) -> None:

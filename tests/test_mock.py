@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from dra_driver.devices import discover
 from dra_driver.errors import MockConfigError
 from dra_driver.mock import DEFAULT_CONFIG, create_mock_node, load_config, parse_config
-from dra_driver.mock.node import MARKER
+from dra_driver.mock.node import MARKER, device_number
 
 
 def test_default_config_is_two_z100_and_one_k100_ai() -> None:
@@ -155,15 +156,104 @@ def test_unparsable_and_missing_config_files(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
 
 
-def test_device_nodes_are_char_devices_with_null_numbers_when_root(tmp_path: Path) -> None:
+#: What ``ls -l /dev`` of the default mock node shows: majors 120 and 121 (local and
+#: experimental use), the DRM minors of each card's own nodes.
+DEFAULT_DEVICE_NUMBERS = {
+    "kfd": (120, 0),
+    "mkfd": (120, 1),
+    "dri/card1": (121, 1),
+    "dri/renderD129": (121, 129),
+    "dri/card2": (121, 2),
+    "dri/renderD130": (121, 130),
+    "dri/card3": (121, 3),
+    "dri/renderD131": (121, 131),
+}
+
+
+def test_device_nodes_are_char_devices_with_numbers_of_their_own_when_root(
+    tmp_path: Path,
+) -> None:
+    """Regression: every node had /dev/null's numbers (1:3), so nothing could tell whether a
+    card's CDI edit carried that card's numbers. Each node now has its own, from the local and
+    experimental char majors no host driver uses."""
     if os.geteuid() != 0:
         with pytest.raises(PermissionError):
             create_mock_node(tmp_path / "n", device_nodes="char")
         return
     create_mock_node(tmp_path / "n", device_nodes="char")
-    kfd = (tmp_path / "n/dev/kfd").stat()
-    assert stat.S_ISCHR(kfd.st_mode)
-    assert (os.major(kfd.st_rdev), os.minor(kfd.st_rdev)) == (1, 3)
+    found = {}
+    for path in sorted((tmp_path / "n/dev").rglob("*")):
+        info = path.lstat()
+        if not stat.S_ISDIR(info.st_mode):
+            assert stat.S_ISCHR(info.st_mode), path
+            found[path.relative_to(tmp_path / "n/dev").as_posix()] = (
+                os.major(info.st_rdev),
+                os.minor(info.st_rdev),
+            )
+    assert found == DEFAULT_DEVICE_NUMBERS
+    assert len(set(found.values())) == len(found)
+    assert {name: device_number(name) for name in found} == {
+        name: os.makedev(*numbers) for name, numbers in DEFAULT_DEVICE_NUMBERS.items()
+    }
+
+
+def test_two_mock_nodes_give_the_same_card_different_uuids(tmp_path: Path) -> None:
+    """Regression: without /etc/machine-id (and with the PCI unique_id the mock derived from the
+    bus id alone) every mock node gave a card in the same slot the same uuid."""
+    create_mock_node(tmp_path / "a")
+    create_mock_node(tmp_path / "b")
+    assert not (tmp_path / "a/etc/machine-id").exists()
+    a, b = discover(tmp_path / "a").devices, discover(tmp_path / "b").devices
+    assert [d.pci_bus_id for d in a] == [d.pci_bus_id for d in b]
+    assert len({d.uuid for d in (*a, *b)}) == 6
+    assert all(re.fullmatch(r"DCU-[0-9a-f]{16}", d.uuid) for d in (*a, *b))
+
+
+def test_the_uuids_come_from_the_kfd_topology_unless_a_serial_is_configured(
+    tmp_path: Path,
+) -> None:
+    config = parse_config(
+        {
+            "devices": [
+                {"model": "Z100", "computeUnits": 60, "memory": "32Gi", "pciBusID": "0000:01:00.0"},
+                {
+                    "model": "Z100",
+                    "computeUnits": 60,
+                    "memory": "32Gi",
+                    "pciBusID": "0000:02:00.0",
+                    "serial": "abc123",
+                },
+            ]
+        }
+    )
+    create_mock_node(tmp_path / "n", config)
+    assert not (tmp_path / "n/sys/bus/pci/devices/0000:01:00.0/unique_id").exists()
+    props = (tmp_path / "n/sys/class/kfd/kfd/topology/nodes/1/properties").read_text()
+    [unique_id] = [
+        int(line.split()[1]) for line in props.splitlines() if line.startswith("unique_id ")
+    ]
+    first, second = discover(tmp_path / "n").devices
+    assert first.uuid == f"DCU-{unique_id:016x}"
+    assert second.uuid == "DCU-abc123"
+
+
+def test_recreating_a_mock_node_keeps_its_uuids(tmp_path: Path) -> None:
+    """The chart's init container re-creates the node on every start: card ids must survive."""
+    create_mock_node(tmp_path / "n")
+    before = [d.uuid for d in discover(tmp_path / "n").devices]
+    create_mock_node(tmp_path / "n")
+    assert [d.uuid for d in discover(tmp_path / "n").devices] == before
+
+
+def test_a_node_id_makes_the_uuids_reproducible(tmp_path: Path) -> None:
+    create_mock_node(tmp_path / "a", node_id="golden")
+    create_mock_node(tmp_path / "b", node_id="golden")
+    create_mock_node(tmp_path / "c", node_id="other")
+    a, b, c = (discover(tmp_path / name).devices for name in "abc")
+    assert [d.uuid for d in a] == [d.uuid for d in b]
+    assert not {d.uuid for d in a} & {d.uuid for d in c}
+    with pytest.raises(MockConfigError, match=r"^mock node id '\.\./x': expected 1-128 letters"):
+        create_mock_node(tmp_path / "d", node_id="../x")
 
 
 def test_device_nodes_can_be_plain_files(tmp_path: Path) -> None:

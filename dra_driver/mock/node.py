@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import stat
 from dataclasses import dataclass
@@ -26,8 +27,22 @@ from dra_driver.errors import MockConfigError
 
 #: Marker file proving a directory holds a mock node, so re-creating it may delete the old tree.
 MARKER = ".dcu-dra-mock"
-#: Major/minor of /dev/null: a runtime can bind-mount such a node, and it is harmless to use.
-_NULL_DEVICE = os.makedev(1, 3)
+#: The mock node's identity, written once: the cards' unique ids derive from it, so no two mock
+#: nodes share a card id, while re-creating a node (the Helm chart's init container does on every
+#: start) keeps its ids.
+NODE_ID_FILE = ".dcu-dra-mock-id"
+_NODE_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
+
+#: Majors of the mock's character devices, the one place their numbers are chosen. Linux
+#: reserves char majors 120-127 for local and experimental use and never gives them to a driver
+#: (Documentation/admin-guide/devices.txt). Not 240-254, also listed for local use: the kernel
+#: hands out dynamic char majors from 254 down to 234, so a real host's bsg or watchdog may have
+#: them. So opening a mock node reaches no host driver (ENXIO), and every node has numbers of its
+#: own: a CDI edit that carries another card's numbers, or one pair for all, shows in the tests.
+MOCK_KFD_MAJOR = 120
+"""``/dev/kfd`` is 120:0 and ``/dev/mkfd`` 120:1."""
+MOCK_DRM_MAJOR = 121
+"""``/dev/dri/cardN`` and ``renderDN`` are 121:N: minors as DRM numbers them (renders from 128)."""
 #: What the mock hycu module reports as its version (strict SemVer, like a release build).
 MOCK_DRIVER_VERSION = "6.3.10"
 #: SIMD units per CU on every current DCU (GCN-style compute units).
@@ -52,7 +67,8 @@ class MockDevice:
     pci_bus_id: str
     numa_node: int = 0
     serial: str | None = None
-    """Written as the PCI device's ``unique_id``; derived from the bus id when unset."""
+    """Written as the PCI device's ``unique_id``. When unset the PCI device has none, and the
+    card's id is the KFD topology's ``unique_id``, which is unique per mock node."""
     vendor_id: int = HYGON_VENDOR_ID
     """Another vendor's id models a foreign GPU that discovery must ignore."""
 
@@ -215,18 +231,33 @@ DeviceNodeKind = Literal["auto", "char", "file"]
 
 
 def create_mock_node(
-    root: Path, config: MockConfig = DEFAULT_CONFIG, *, device_nodes: DeviceNodeKind = "auto"
+    root: Path,
+    config: MockConfig = DEFAULT_CONFIG,
+    *,
+    device_nodes: DeviceNodeKind = "auto",
+    node_id: str | None = None,
 ) -> None:
     """Write the mock node under ``root`` (created if missing).
 
-    ``device_nodes``: ``char`` makes character devices with /dev/null's numbers (needs root),
-    ``file`` makes plain files, ``auto`` picks ``char`` when running as root. An existing mock
-    under ``root`` is replaced; any other non-empty directory is refused.
+    ``device_nodes``: ``char`` makes character devices with numbers of their own from the local
+    and experimental range (``device_number``; needs root), ``file`` makes plain files, ``auto``
+    picks ``char`` when running as root. An existing mock under ``root`` is replaced; any other
+    non-empty directory is refused.
+
+    ``node_id`` is the node's identity, from which the cards' KFD ``unique_id`` (and so their
+    uuids) derive. None keeps the id of the mock already at ``root``, or picks a random one:
+    mock nodes differ from each other unless given the same id (tests that compare ids do).
     """
     kind = device_nodes
     if kind == "auto":
         kind = "char" if os.geteuid() == 0 else "file"
+    if node_id is not None and not _NODE_ID.match(node_id):
+        raise MockConfigError(
+            f"mock node id {node_id!r}: expected 1-128 letters, digits, '.', '_' or '-'"
+        )
     _prepare_root(root)
+    node_id = node_id or _existing_node_id(root) or secrets.token_hex(16)
+    _write(root / NODE_ID_FILE, f"{node_id}\n")
     topology = root / "sys/class/kfd/kfd/topology"
     _write(topology / "generation_id", "1\n")
     _write_properties(topology / "nodes/0/properties", _cpu_node_properties())
@@ -236,7 +267,10 @@ def create_mock_node(
         card_number = position + 1  # card0 is left to an onboard VGA, as on most servers
         render_minor = 128 + card_number
         node_dir = topology / f"nodes/{position + 1}"
-        _write_properties(node_dir / "properties", _gpu_node_properties(device, render_minor))
+        _write_properties(
+            node_dir / "properties",
+            _gpu_node_properties(device, render_minor, unique_id=_unique_id(node_id, device)),
+        )
         _write(node_dir / "gpu_id", f"{_gpu_id(device)}\n")
         _write(node_dir / "name", "gfx928\n" if device.vendor_id == HYGON_VENDOR_ID else "gpu\n")
         _write_properties(
@@ -254,13 +288,14 @@ def create_mock_node(
         _write(pci_dir / "device", f"0x{device.device_id:04x}\n")
         _write(pci_dir / "class", "0x038000\n")
         _write(pci_dir / "numa_node", f"{device.numa_node}\n")
-        _write(pci_dir / "unique_id", f"{_serial(device)}\n")
+        if device.serial:
+            _write(pci_dir / "unique_id", f"{device.serial}\n")
         (pci_dir / f"drm/card{card_number}").mkdir(parents=True, exist_ok=True)
         (pci_dir / f"drm/renderD{render_minor}").mkdir(parents=True, exist_ok=True)
-        _device_node(root / f"dev/dri/card{card_number}", kind)
-        _device_node(root / f"dev/dri/renderD{render_minor}", kind)
-    _device_node(root / "dev/kfd", kind)
-    _device_node(root / "dev/mkfd", kind)
+        _device_node(root, f"dri/card{card_number}", kind)
+        _device_node(root, f"dri/renderD{render_minor}", kind)
+    _device_node(root, "kfd", kind)
+    _device_node(root, "mkfd", kind)
     _write(root / "sys/module/hycu/version", f"{MOCK_DRIVER_VERSION}\n")
     _write_hyhal(root, config)
     _write(root / MARKER, "mock DCU node written by 'dcu-dra mock create'\n")
@@ -279,6 +314,15 @@ def _prepare_root(root: Path) -> None:
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
     root.mkdir(parents=True, exist_ok=True, mode=0o755)
+
+
+def _existing_node_id(root: Path) -> str | None:
+    """The id an earlier mock at ``root`` wrote, if it is one ``create_mock_node`` accepts."""
+    try:
+        text = (root / NODE_ID_FILE).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if _NODE_ID.match(text) else None
 
 
 def _pci_device_dir(root: Path, bus_id: str) -> Path:
@@ -315,7 +359,9 @@ def _cpu_node_properties() -> dict[str, int]:
     }
 
 
-def _gpu_node_properties(device: MockDevice, render_minor: int) -> dict[str, int]:
+def _gpu_node_properties(
+    device: MockDevice, render_minor: int, *, unique_id: int
+) -> dict[str, int]:
     domain, bus, dev_fn = _split_bus_id(device.pci_bus_id)
     # Spread the CUs over shader engines as the hardware does, when they divide evenly.
     arrays = 4 if device.compute_units % 4 == 0 else 1
@@ -336,6 +382,7 @@ def _gpu_node_properties(device: MockDevice, render_minor: int) -> dict[str, int
         "domain": domain,
         "drm_render_minor": render_minor,
         "local_mem_size": 0,
+        "unique_id": unique_id,
     }
 
 
@@ -350,10 +397,20 @@ def _gpu_id(device: MockDevice) -> int:
     return int.from_bytes(digest[:2], "big") or 1
 
 
-def _serial(device: MockDevice) -> str:
-    if device.serial:
-        return device.serial
-    return hashlib.sha256(f"mock-dcu/{device.pci_bus_id}".encode()).hexdigest()[:16]
+def _unique_id(node_id: str, device: MockDevice) -> int:
+    """The card's KFD ``unique_id`` (a u64, 0 meaning unknown): unique per node and slot."""
+    digest = hashlib.sha256(f"mock-dcu/{node_id}/{device.pci_bus_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") or 1
+
+
+def device_number(name: str) -> int:
+    """The device number the mock gives ``/dev/<name>`` (``kfd``, ``mkfd``, ``dri/card1``...)."""
+    if name in ("kfd", "mkfd"):
+        return os.makedev(MOCK_KFD_MAJOR, 0 if name == "kfd" else 1)
+    match = re.fullmatch(r"dri/(?:card|renderD)(\d+)", name)
+    if match is None:
+        raise ValueError(f"the mock node has no device /dev/{name}")
+    return os.makedev(MOCK_DRM_MAJOR, int(match.group(1)))
 
 
 def _write_hyhal(root: Path, config: MockConfig) -> None:
@@ -390,12 +447,13 @@ def _write(path: Path, text: str, *, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def _device_node(path: Path, kind: str) -> None:
+def _device_node(root: Path, name: str, kind: str) -> None:
+    path = root / "dev" / name
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     if path.exists() or path.is_symlink():
         path.unlink()
     if kind == "char":
-        os.mknod(path, 0o666 | stat.S_IFCHR, _NULL_DEVICE)
+        os.mknod(path, 0o666 | stat.S_IFCHR, device_number(name))
         path.chmod(0o666)  # as /dev/kfd on a real node; umask must not narrow it
     else:
         path.write_bytes(b"")

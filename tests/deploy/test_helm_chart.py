@@ -618,7 +618,7 @@ def test_mock_init_container_writes_the_mock_node(chart: Chart) -> None:
         "char",
     ]
     assert init["image"] == plugin_container(objects)["image"]
-    # mknod of /dev/null-numbered character devices is all it needs beyond uid 0.
+    # mknod of the mock's character devices (majors 120 and 121) is all it needs beyond uid 0.
     assert init["securityContext"] == {
         **PLUGIN_SECURITY_CONTEXT,
         "capabilities": {"drop": ["ALL"], "add": ["MKNOD"]},

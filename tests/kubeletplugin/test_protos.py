@@ -1,10 +1,11 @@
 """The generated stubs speak exactly the kubelet's wire protocol.
 
-Every expectation below is written from the kubelet plugin protocol reference
-(/work/shared/reference/kubelet-plugin-protocol.md, §1.1-1.2, §2.1, §3.1-3.2), never derived
-from the generated code, so a wrong field number, type, package or method name in proto/ fails
-here. Field numbers are proven twice: via the descriptors and by decoding the wire bytes with a
-hand-written decoder that knows nothing about protobuf's runtime.
+Every expectation below is written from the kubelet's DRA plugin protocol as upstream defines
+it (kubernetes/kubelet ``pkg/apis/dra/v1/api.proto`` and ``v1beta1``,
+``pkg/apis/pluginregistration/v1/api.proto``, ``pkg/apis/dra-health/v1alpha1`` and ``v1``),
+never derived from the generated code, so a wrong field number, type, package or method name
+in proto/ fails here. Field numbers are proven twice: via the descriptors and by decoding the
+wire bytes with a hand-written decoder that knows nothing about protobuf's runtime.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Pure functions over API objects (plain dicts): which claims a pod uses, whether a claim may be
 prepared for the pod, which drivers it involves, and which CDI device IDs each container gets.
-Section numbers refer to /work/shared/reference/kubelet-plugin-protocol.md.
+Section marks name the part of the kubelet's DRA plugin protocol followed (key in ``kubelet``):
+§5 is the kubelet's DRA manager, kubernetes/kubernetes ``pkg/kubelet/cm/dra/manager.go`` and
+``claiminfo.go``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """The fake kubelet: one node's kubelet, reduced to what DRA needs.
 
 It is test infrastructure, but it is also the executable description of how the kubelet
-treats a DRA driver, so every behaviour names the section of
-/work/shared/reference/kubelet-plugin-protocol.md it follows.
+treats a DRA driver, so every behaviour names the part of the kubelet's DRA plugin protocol it
+follows: §1 the DRA gRPC API (kubernetes/kubelet ``pkg/apis/dra/v1/api.proto``), §2 plugin
+registration (``pkg/apis/pluginregistration/v1/api.proto``), §3 the resource-health stream
+(KEP-4680, ``pkg/apis/dra-health/``), §5 what the kubelet does around the calls
+(kubernetes/kubernetes ``pkg/kubelet/cm/dra/manager.go``, ``claiminfo.go`` and ``plugin/``).
 
 Threads (all joined by :meth:`FakeKubelet.stop`):
 
