@@ -21,6 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
+from dra_driver import container_env
 from dra_driver.devices import DcuDevice, Inventory
 from dra_driver.errors import CdiError
 from dra_driver.fsutil import (
@@ -46,17 +47,15 @@ BASE_VERSION: Final = CDI_VERSIONS[0]
 NODE_KIND: Final = "hygon.com/dcu"
 #: Name of the node-spec device that stands for every DCU on the node.
 ALL_DEVICES_NAME: Final = "all"
-#: Prefix of the variables telling the container which DCUs it got: ``DCU_UUID_<index>=<uuid>``.
-#: One variable per DCU, so requesting ``0`` and ``1`` together gives both (a single list
-#: variable set by each device would be overwritten by the last device's edits).
-UUID_ENV_PREFIX: Final = "DCU_UUID_"
 #: cgroup access for our device nodes: read and write. No ``m`` (mknod): the runtime creates
 #: the nodes itself and the container never needs to create another node with these numbers.
 #: Leaving ``permissions`` out would mean ``rwm``.
 DEVICE_PERMISSIONS: Final = "rw"
 #: Mount options of the read-only hyhal bind mount (the DCU user-space runtime).
 HYHAL_MOUNT_OPTIONS: Final = ("ro", "nosuid", "nodev", "bind")
-#: Where the DCU runtime reads a container's vdev configs.
+#: Where the DCU runtime reads a container's vdev configs; each share's file is mounted on its
+#: own (``vdev<N>.conf``, N node-wide), never the directory, so shares of several claims in one
+#: container each keep their file.
 VDEV_CONTAINER_DIR: Final = "/etc/vdev/docker"
 #: Read-only: the files are the driver's record of the share; a tenant must not rewrite them.
 VDEV_MOUNT_OPTIONS: Final = ("ro", "nosuid", "nodev", "noexec", "bind")
@@ -492,7 +491,7 @@ def build_node_spec(
     Device names: ``"0"``, ``"1"``, ... (the DCU index), the DCU's uuid (``DCU-<serial>``) and
     ``"all"``. Spec-level edits (applied with any device) carry ``/dev/kfd``, ``/dev/mkfd`` and
     a read-only ``/opt/hyhal`` bind mount when the inventory has them; each device adds its DRM
-    card and render nodes and ``DCU_UUID_<index>=<uuid>``.
+    card and render nodes and ``DCU_<card>_UUID=<uuid>`` (``container_env``).
 
     ``host_root`` is where the container runtime sees ``inventory.root`` (default: the same
     path; differs when the plugin sees a mock node at another path than containerd does).
@@ -595,6 +594,9 @@ class ClaimDevice:
     """CDI device name, ``<claimUID>-<device>[-<shareID>]``: never reused for other content."""
     dcu: DcuDevice
     env: tuple[str, ...] = ()
+    vdev_file: Path | None = None
+    """The share's ``vdev<N>.conf`` on the host; mounted read-only at the same name in
+    ``/etc/vdev/docker``. None for a whole DCU."""
 
 
 def build_claim_spec(
@@ -602,48 +604,53 @@ def build_claim_spec(
     *,
     kind: str,
     devices: Sequence[ClaimDevice],
-    env: Sequence[str] = (),
-    vdev_dir: Path | None = None,
     host_root: Path | None = None,
 ) -> Spec:
     """Return the transient CDI spec of one prepared claim.
 
-    Spec-level edits (applied once when any device of the claim is used): /dev/kfd, /dev/mkfd,
-    /opt/hyhal read-only, the claim's vdev directory read-only at /etc/vdev/docker (when it has
-    vDCU shares) and ``env``. Each device adds its card's DRM nodes and its own ``env``. Pure
-    apart from ``os.stat`` of the device nodes (see ``build_node_spec``).
+    Everything that belongs to one device is in that device's own edits: its card's DRM
+    nodes, its ``env`` and, for a vDCU share, its vdev file mounted read-only at
+    ``/etc/vdev/docker/vdev<N>.conf``. A container given some of the claim's devices (a
+    container naming one request) gets exactly those. Spec-level edits hold only what every
+    device needs: /dev/kfd, /dev/mkfd and /opt/hyhal read-only. Pure apart from ``os.stat``
+    of the device nodes (see ``build_node_spec``).
     """
     if not devices:
         raise CdiError("a claim spec needs at least one device")
     runtime_root = inventory.root if host_root is None else host_root
     nodes, mounts = _shared_edits(inventory, runtime_root)
-    if vdev_dir is not None:
-        mounts.append(
-            Mount(
-                host_path=str(vdev_dir),
-                container_path=VDEV_CONTAINER_DIR,
-                options=VDEV_MOUNT_OPTIONS,
-            )
-        )
     return Spec(
         kind=kind,
         devices=tuple(
             Device(
                 name=device.name,
                 container_edits=ContainerEdits(
-                    env=device.env, device_nodes=_dri_nodes(inventory, device.dcu, runtime_root)
+                    env=device.env,
+                    device_nodes=_dri_nodes(inventory, device.dcu, runtime_root),
+                    mounts=_vdev_mounts(device.vdev_file),
                 ),
             )
             for device in devices
         ),
-        container_edits=ContainerEdits(
-            env=tuple(env), device_nodes=tuple(nodes), mounts=tuple(mounts)
+        container_edits=ContainerEdits(device_nodes=tuple(nodes), mounts=tuple(mounts)),
+    )
+
+
+def _vdev_mounts(vdev_file: Path | None) -> tuple[Mount, ...]:
+    if vdev_file is None:
+        return ()
+    return (
+        Mount(
+            host_path=str(vdev_file),
+            container_path=f"{VDEV_CONTAINER_DIR}/{vdev_file.name}",
+            options=VDEV_MOUNT_OPTIONS,
         ),
     )
 
 
 def _uuid_env(dcu: DcuDevice) -> str:
-    return f"{UUID_ENV_PREFIX}{dcu.index}={dcu.uuid}"
+    (variable,) = container_env.card_variables(dcu.pci_bus_id, dcu.uuid)
+    return variable
 
 
 def _index_name(dcu: DcuDevice) -> str:

@@ -31,6 +31,16 @@ def _env_path(name: str, default: Path | None) -> Path | None:
     return Path(value) if value else default
 
 
+def _absolute(path: Path) -> Path:
+    """``path`` made absolute against our working directory (``..`` folded, links kept).
+
+    For paths that name this process's own view of the node (``--root``, the daemon's
+    directories): they go into CDI specs and kubelet registrations, whose readers resolve a
+    relative path against a working directory of their own.
+    """
+    return Path(os.path.abspath(path))
+
+
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     if value is None:
@@ -98,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--root",
             type=Path,
             default=_env_path(ENV_ROOT, Path("/")),
-            help=f"Filesystem root holding the node's /sys and /dev (env {ENV_ROOT}; default /).",
+            help=f"Filesystem root holding the node's /sys and /dev; a relative path is taken "
+            f"from the working directory (env {ENV_ROOT}; default /).",
         )
 
     devices = sub.add_parser("devices", help="List the node's DCUs.")
@@ -115,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--host-root",
         type=Path,
         default=_env_path(ENV_HOST_ROOT, None),
-        help="Where the container runtime sees --root, when it differs (env "
-        f"{ENV_HOST_ROOT}; default: the same as --root).",
+        help="Where the container runtime sees --root, when it differs; an absolute path "
+        f"(env {ENV_HOST_ROOT}; default: the same as --root).",
     )
     target = generate.add_mutually_exclusive_group()
     target.add_argument(
@@ -132,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--schema-dir",
         type=Path,
         default=_env_path(ENV_CDI_SCHEMA_DIR, None),
-        help="Also check against the official CDI JSON schema in this directory "
-        f"(schema.json + defs.json; env {ENV_CDI_SCHEMA_DIR}).",
+        help="Check against the official CDI JSON schema in this directory (schema.json + "
+        f"defs.json; env {ENV_CDI_SCHEMA_DIR}; default: the copy shipped with dcu-dra).",
     )
 
     mock = sub.add_parser("mock", help="Mock DCU nodes for kind and CI.")
@@ -340,11 +351,11 @@ def run_kubelet_plugin(args: argparse.Namespace, parser: argparse.ArgumentParser
     config = PluginConfig(
         node_name=args.node_name,
         driver_name=args.driver_name,
-        root=args.root,
+        root=_absolute(args.root),
         kubeconfig=args.kubeconfig,
-        registrar_dir=args.registrar_dir,
-        plugin_data_dir=args.plugin_data_dir,
-        cdi_dir=args.cdi_dir,
+        registrar_dir=_absolute(args.registrar_dir),
+        plugin_data_dir=None if args.plugin_data_dir is None else _absolute(args.plugin_data_dir),
+        cdi_dir=_absolute(args.cdi_dir),
         sharing=Sharing(args.sharing),
         max_vdevices=args.max_vdevices,
         boot_id_file=args.boot_id_file,
@@ -394,6 +405,12 @@ def add_verify(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     verify.add_argument("--json", action="store_true", help="Print JSON instead of text.")
     verify.add_argument(
+        "--no-env",
+        action="store_true",
+        help="Do not check the DCU_* variables (when run outside the container, e.g. on a "
+        "laid-out view of it).",
+    )
+    verify.add_argument(
         "--allow-plain-files",
         action="store_true",
         help="Accept regular files as device nodes (a mock node made without root).",
@@ -413,7 +430,11 @@ def run_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             "(see 'dcu-dra verify --help')\n",
         )
     report = verify.verify(
-        args.vdev_dir, args.dev_dir, args.sys_dir, allow_plain_files=args.allow_plain_files
+        args.vdev_dir,
+        args.dev_dir,
+        args.sys_dir,
+        environ=None if args.no_env else os.environ,
+        allow_plain_files=args.allow_plain_files,
     )
     if args.json:
         json.dump(verify.report_document(report), sys.stdout, indent=2)
@@ -492,6 +513,22 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _host_root(host_root: Path | None, parser: argparse.ArgumentParser) -> Path | None:
+    """``--host-root`` as given; a relative one is a usage error (exit 2).
+
+    It names the node as the container runtime sees it, from another mount namespace and
+    working directory: unlike ``--root``, ours cannot make it absolute.
+    """
+    if host_root is None or host_root.is_absolute():
+        return host_root
+    parser.exit(
+        2,
+        f"dcu-dra cdi generate: error: --host-root {host_root} (flag or {ENV_HOST_ROOT}) is a "
+        "relative path: give the absolute path at which the container runtime sees the node "
+        "(the runtime would resolve a relative one against its own working directory)\n",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``dcu-dra``; returns the exit code (0 ok, 1 failure, 2 usage error)."""
     parser = build_parser()
@@ -516,11 +553,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out, err = sys.stdout, sys.stderr
     try:
         if args.command == "devices":
-            return commands.devices(root=args.root, as_json=args.json, out=out, err=err)
+            return commands.devices(root=_absolute(args.root), as_json=args.json, out=out, err=err)
         if args.command == "cdi" and args.cdi_command == "generate":
             return commands.cdi_generate(
-                root=args.root,
-                host_root=args.host_root,
+                root=_absolute(args.root),
+                host_root=_host_root(args.host_root, parser),
                 output_dir=None if args.stdout else args.output_dir,
                 out=out,
             )

@@ -39,11 +39,11 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence, Set
+from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dra_driver import cdi, checkpoint, faultpoints
+from dra_driver import cdi, checkpoint, container_env, faultpoints
 from dra_driver.allocator import CardLedger, CuMask, Share, ShareKey
 from dra_driver.checkpoint import Checkpoint, ClaimEntry, ClaimState, PreparedShare
 from dra_driver.config import PluginConfig
@@ -69,6 +69,7 @@ from dra_driver.model import (
     is_uuid,
 )
 from dra_driver.vdev import (
+    VDEV_ID_LIMIT,
     VdevConfig,
     is_vdev_file_name,
     remove_stale_vdev_files,
@@ -289,12 +290,13 @@ class DcuPlugin:
             )
         ledgers = self._ledgers(state, devices={share.device for share in claim.shares})
         whole_taken = self._whole_devices(state)
+        vdev_ids = _free_vdev_ids(state)
         ordered = sorted(
             enumerate(claim.shares),
             key=lambda item: (self._device(claim, item[1]).pci_bus_id, item[0]),
         )
+        _check_one_share_per_card_and_request(claim, ordered)
         planned: list[PreparedShare] = []
-        next_vdev = 0
         for index, share in ordered:
             dcu = self._device(claim, share)
             cdi_name = _cdi_device_name(claim.ref.uid, dcu.name, share.share_id)
@@ -341,15 +343,20 @@ class DcuPlugin:
                 layout=share.config.cu_layout,
             )
             ledgers[dcu.name] = ledger.with_share(placed)
+            vdev_id = next(vdev_ids, None)
+            if vdev_id is None:
+                raise AllocationError(
+                    f"claim {claim.ref}: all {VDEV_ID_LIMIT} vdev numbers of node "
+                    f"{self.node_name} are held by live vDCU shares; unprepare some first"
+                )
             planned.append(
                 replace(
                     base,
                     cu_mask=(placed.mask.word0, placed.mask.word1),
                     pipe_id=placed.pipe_id,
-                    vdev_id=next_vdev,
+                    vdev_id=vdev_id,
                 )
             )
-            next_vdev += 1
         return ClaimEntry(
             uid=claim.ref.uid,
             namespace=claim.ref.namespace,
@@ -494,7 +501,9 @@ class DcuPlugin:
                 if claim.vdev_dir is not None:
                     for file in claim.vdev_files:
                         commit_staged(file)
-                    remove_stale_vdev_files(claim.vdev_dir, keep=len(claim.vdev_files))
+                    remove_stale_vdev_files(
+                        claim.vdev_dir, keep={file.path.name for file in claim.vdev_files}
+                    )
                     faultpoints.reached("prepare.vdev_written")
                 commit_staged(claim.spec_file)
                 faultpoints.reached("prepare.spec_written")
@@ -524,7 +533,6 @@ class DcuPlugin:
         )
 
     def _vdev_configs(self, entry: ClaimEntry) -> list[VdevConfig]:
-        cards = _card_order(entry)
         configs: list[VdevConfig] = []
         for share in sorted(
             (s for s in entry.shares if s.vdev_id is not None), key=lambda s: s.vdev_id or 0
@@ -536,38 +544,57 @@ class DcuPlugin:
                     pci_bus_id=dcu.pci_bus_id,
                     mask=CuMask.from_words(*share.cu_mask),
                     memory_mib=share.memory_mib,
-                    device_id=cards.index(share.device),
+                    device_id=self._device_ordinal(entry, share),
                     vdev_id=share.vdev_id or 0,
                     pipe_id=share.pipe_id,
                 )
             )
         return configs
 
+    def _device_ordinal(self, entry: ClaimEntry, share: PreparedShare) -> int:
+        """``device_id`` of a share's vdev file: its card's ordinal among its request's cards.
+
+        The runtime wants the card's ordinal among the DCUs the container sees (HAMi found on
+        hardware that any other value exposes the whole card). A request is what the kubelet
+        hands a container: all of a request's devices reach the same containers, so this is
+        right for every container holding the DCUs of one request. README "vdev files"
+        says what it cannot be right for (a container holding shares of several requests).
+        """
+        cards = sorted(
+            {
+                self._inventory_device(s.device).pci_bus_id
+                for s in entry.shares
+                if s.request == share.request
+            }
+        )
+        return cards.index(self._inventory_device(share.device).pci_bus_id)
+
     def _claim_spec(self, entry: ClaimEntry, vdev_dir: Path | None) -> cdi.Spec:
-        cards = _card_order(entry)
+        claim = f"{entry.namespace}/{entry.name}"
         devices = []
-        for ordinal, share in enumerate(entry.shares):
+        for share in entry.shares:
             dcu = self._inventory_device(share.device)
+            env = container_env.card_variables(dcu.pci_bus_id, dcu.uuid)
+            vdev_file = None
+            if share.vdev_id is not None:
+                assert vdev_dir is not None  # a claim with shares has its vdev dir
+                vdev_file = vdev_dir / vdev_file_name(share.vdev_id)
+                env += container_env.vdcu_variables(
+                    share.vdev_id,
+                    pci_bus_id=dcu.pci_bus_id,
+                    compute_units=share.cores,
+                    memory_mib=share.memory_mib,
+                    claim=claim,
+                )
+            elif share.whole_device and not share.admin_access:
+                env += container_env.whole_card_variables(dcu.pci_bus_id, claim=claim)
             devices.append(
                 cdi.ClaimDevice(
-                    name=share.cdi_id.split("=", 1)[1],
-                    dcu=dcu,
-                    env=(
-                        f"DCU_{ordinal}_UUID={dcu.uuid}",
-                        f"DCU_{ordinal}_COMPUTE_UNITS={share.cores}",
-                        f"DCU_{ordinal}_MEMORY_MIB={share.memory_mib}",
-                        f"DCU_{ordinal}_SHARE={'whole' if share.whole_device else 'vdcu'}",
-                    ),
+                    name=share.cdi_id.split("=", 1)[1], dcu=dcu, env=env, vdev_file=vdev_file
                 )
             )
-        visible = ",".join(self._inventory_device(name).uuid for name in cards)
         return cdi.build_claim_spec(
-            self.inventory,
-            kind=self.kind,
-            devices=devices,
-            env=(f"DCU_VISIBLE_DEVICES={visible}", f"DCU_DRA_CLAIM={entry.namespace}/{entry.name}"),
-            vdev_dir=vdev_dir,
-            host_root=self.host_root,
+            self.inventory, kind=self.kind, devices=devices, host_root=self.host_root
         )
 
     def _inventory_device(self, name: str) -> DcuDevice:
@@ -742,9 +769,42 @@ def _check_uid(uid: str) -> None:
         raise ClaimError(f"claim uid {uid!r} is not a UUID; refusing to use it in a file name")
 
 
-def _card_order(entry: ClaimEntry) -> list[DeviceName]:
-    """The claim's DCUs in the order the container sees them (shares are stored PCI-sorted)."""
-    return list(dict.fromkeys(s.device for s in entry.shares))
+def _free_vdev_ids(state: Checkpoint) -> Iterator[int]:
+    """The vdev numbers no live share of the node holds, lowest first.
+
+    Node-wide, as Hygon's own DRA driver numbers its vDCUs: every share's file is mounted on
+    its own as ``/etc/vdev/docker/vdev<N>.conf``, so two shares in one container (of two claims,
+    or two requests) never meet on one path.
+    """
+    taken = {
+        share.vdev_id
+        for entry in state.claims.values()
+        for share in entry.shares
+        if share.vdev_id is not None
+    }
+    return (n for n in range(VDEV_ID_LIMIT) if n not in taken)
+
+
+def _check_one_share_per_card_and_request(
+    claim: Claim, shares: Sequence[tuple[int, AllocatedShare]]
+) -> None:
+    """Refuse two vDCU shares of one card in one request: they always meet in one container.
+
+    The DCU runtime confines a card in a container by one vdev config; two for the same card
+    would give it two masks (what it does then is unconfirmed, so fail closed and say why).
+    """
+    seen: set[tuple[str, str]] = set()
+    for _, share in shares:
+        if share.share_id is None or share.admin_access:
+            continue
+        slot = (share.request, share.device)
+        if slot in seen:
+            raise ClaimError(
+                f"claim {claim.ref}: request {share.request!r} got two shares of {share.device}; "
+                "a container takes one vDCU per card. Ask for one larger share, or add the "
+                "constraint distinctAttribute: resource.kubernetes.io/pciBusID to the claim"
+            )
+        seen.add(slot)
 
 
 def _check_within_card(claim: Claim, dcu: DcuDevice, share: AllocatedShare) -> None:

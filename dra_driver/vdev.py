@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -296,17 +296,18 @@ def check_pipe_ids_unique(configs: Iterable[VdevConfig]) -> None:
 def write_vdev_dir(
     directory: Path, configs: Sequence[VdevConfig], *, sync_directory: bool = True
 ) -> None:
-    """Write ``configs`` as ``vdev0.conf`` .. ``vdev<n-1>.conf`` into ``directory``.
+    """Write each config as ``vdev<vdev_id>.conf`` into ``directory``.
 
-    Config i must have ``vdev_id`` i (runtime rule 2: the file is ``vdev<i>.conf``);
-    ``device_id`` is the DCU's ordinal inside the container, chosen by the caller (two shares
-    of one card in a container share it). The directory is created with mode 0755 and each
-    file is replaced atomically with mode 0644; stale ``vdev<N>.conf`` files with N >= n are
-    removed, so rewriting the same configs is idempotent. The directory is fsync'd once, after
-    all files (``sync_directory=False``: not at all, see ``fsutil.write_atomically``).
+    The file name follows from ``vdev_id`` (runtime rule 2), which the caller chooses unique
+    node-wide; ``device_id`` is the DCU's ordinal inside the container, also chosen by the
+    caller. The directory is created with mode 0755 and each file is replaced atomically with
+    mode 0644; other ``vdev<N>.conf`` files in it are removed, so rewriting the same configs
+    is idempotent. The directory is fsync'd once, after all files (``sync_directory=False``:
+    not at all, see ``fsutil.write_atomically``).
 
     Raises:
-        VdevError: no configs, wrong ids or a pipe id used twice on a card; nothing is written.
+        VdevError: no configs, a vdev_id used twice or a pipe id used twice on a card; nothing
+            is written.
         OSError: the directory or a file cannot be written.
     """
     staged = stage_vdev_dir(directory, configs)
@@ -317,7 +318,7 @@ def write_vdev_dir(
     except BaseException:
         discard_staged(staged)
         raise
-    remove_stale_vdev_files(directory, keep=len(configs))
+    remove_stale_vdev_files(directory, keep={vdev_file_name(c.vdev_id) for c in configs})
     if sync_directory:
         fsync_directory(directory)
 
@@ -331,12 +332,14 @@ def stage_vdev_dir(directory: Path, configs: Sequence[VdevConfig]) -> list[Stage
     problems = []
     if not configs:
         problems.append("no vdev configs to write")
-    for ordinal, config in enumerate(configs):
-        if config.vdev_id != ordinal:
+    seen: set[int] = set()
+    for config in configs:
+        if config.vdev_id in seen:
             problems.append(
-                f"config {ordinal} has vdev_id {config.vdev_id}; it must be its ordinal "
-                f"{ordinal} (rule 2: vdev_id is N of vdev<N>.conf)"
+                f"vdev_id {config.vdev_id} is given to two configs; each share needs its own "
+                f"file (rule 2: vdev_id is N of vdev<N>.conf)"
             )
+        seen.add(config.vdev_id)
     try:
         check_pipe_ids_unique(configs)
     except VdevError as exc:
@@ -360,12 +363,12 @@ def stage_vdev_dir(directory: Path, configs: Sequence[VdevConfig]) -> list[Stage
     return staged
 
 
-def remove_stale_vdev_files(directory: Path, *, keep: int) -> bool:
-    """Delete ``vdev<N>.conf`` with N >= ``keep`` (left by a claim that had more shares)."""
+def remove_stale_vdev_files(directory: Path, *, keep: Set[str]) -> bool:
+    """Delete the ``vdev<N>.conf`` files whose names are not in ``keep`` (an earlier plan's)."""
     stale = [
         entry
         for entry in directory.iterdir()
-        if (match := _FILE_NAME.fullmatch(entry.name)) and int(match[1]) >= keep
+        if _FILE_NAME.fullmatch(entry.name) and entry.name not in keep
     ]
     for entry in stale:
         with contextlib.suppress(FileNotFoundError):
@@ -377,9 +380,9 @@ def read_vdev_dir(directory: Path) -> list[VdevConfig]:
     """Read a directory written by ``write_vdev_dir``, ordered by file number; fail closed.
 
     Temp files of an interrupted write (names starting with ``.``) are ignored; anything else
-    that is not a well-formed ``vdev<N>.conf``, a gap in the numbering or a pipe id used twice
-    on a card fails the whole read: guessing would
-    free a live share's CUs.
+    that is not a well-formed ``vdev<N>.conf`` or a pipe id used twice on a card fails the
+    whole read: guessing would free a live share's CUs. Numbers are node-wide, so a claim's
+    files need not start at 0 nor follow each other.
 
     Raises:
         VdevError: listing every problem, including an unreadable directory or file.
@@ -400,11 +403,6 @@ def read_vdev_dir(directory: Path) -> list[VdevConfig]:
             numbered[int(match[1])] = name
     if not numbered and not problems:
         problems.append("holds no vdev<N>.conf file")
-    missing = [n for n in range(max(numbered, default=-1) + 1) if n not in numbered]
-    if missing:
-        problems.append(
-            "numbering has gaps: missing " + ", ".join(vdev_file_name(n) for n in missing)
-        )
     configs: list[VdevConfig] = []
     for number in sorted(numbered):
         name = numbered[number]

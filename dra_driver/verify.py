@@ -9,10 +9,13 @@ rule, each ``ok``, ``fail`` (with what to do) or ``skip`` (with why it could not
 
 The rules are the ones ``hygon-dcu.md`` states: the strict file format (``vdev.parse_vdev``),
 runtime rule 1 (``cu_count`` = popcount of the mask), rule 2 (``vdev_id`` = N of
-``vdev<N>.conf``), rule 3 (``pipe_id`` unique on a card), files numbered 0, 1, ... per DCU,
-disjoint masks on one card, ``device_id`` as the card's ordinal in the container, and the device
-nodes a DCU container needs (``/dev/kfd``, ``/dev/mkfd``, a ``/dev/dri/renderD*`` per card).
-No vdev file at all means a whole-card container: the device nodes alone are checked.
+``vdev<N>.conf``), rule 3 (``pipe_id`` unique on a card), one file per card, disjoint masks on
+one card, ``device_id`` as the card's ordinal among the container's DCUs (PCI bus order), the
+device nodes a DCU container needs (``/dev/kfd``, ``/dev/mkfd``, a ``/dev/dri/renderD*`` per
+card) and, when given the environment, the ``DCU_*`` variables (``container_env``) against the
+cards and files the container has. No vdev file at all means a whole-card container: the
+device nodes and variables are checked. A failure about a share names its claim (from the
+share's ``DCU_VDEV<N>_CLAIM``).
 
 Reads files only; never writes, never imports gRPC or the Kubernetes client, so it runs in any
 container with Python and this package.
@@ -24,14 +27,15 @@ import fnmatch
 import os
 import re
 import stat
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from dra_driver import container_env
 from dra_driver.devices import HYGON_VENDOR_ID, read_properties
 from dra_driver.errors import DiscoveryError
-from dra_driver.vdev import VdevConfig, VdevError, parse_vdev, vdev_file_name
+from dra_driver.vdev import VdevConfig, VdevError, parse_vdev
 
 #: Where the DCU runtime reads a container's vdev configs (hygon-dcu.md §2.2).
 DEFAULT_VDEV_DIR = Path("/etc/vdev/docker")
@@ -83,8 +87,8 @@ class CheckKind(StrEnum):
     """Runtime rule 1: ``cu_count`` equals the popcount of the two ``cu_mask`` words."""
     VDEV_ID = "vdev-id"
     """Runtime rule 2: ``vdev_id`` equals N of ``vdev<N>.conf``."""
-    NUMBERING = "numbering"
-    """Files are ``vdev0.conf``, ``vdev1.conf``, ... without gaps."""
+    ONE_PER_CARD = "one-per-card"
+    """One vdev file per card: the runtime confines a card in a container by one config."""
     PIPE_ID = "pipe-id"
     """Runtime rule 3: no two shares on one card use the same ``pipe_id``."""
     OVERLAP = "overlap"
@@ -92,7 +96,9 @@ class CheckKind(StrEnum):
     MASK_RANGE = "mask-range"
     """A mask holds no CU beyond the card's CUs (when sysfs says how many)."""
     DEVICE_ID = "device-id"
-    """``device_id`` is the card's ordinal in the container: one per card, distinct per card."""
+    """``device_id`` is the card's ordinal among the container's DCUs, in PCI bus order."""
+    VARIABLES = "variables"
+    """The ``DCU_*`` variables describe exactly the cards and shares the container has."""
     DEVICE_NODE = "device-node"
     """A device node the container needs exists and is a character device."""
     DCU_PRESENT = "dcu-present"
@@ -255,6 +261,7 @@ def verify(
     dev_dir: Path = DEFAULT_DEV_DIR,
     sys_dir: Path | None = DEFAULT_SYS_DIR,
     *,
+    environ: Mapping[str, str] | None = None,
     allow_plain_files: bool = False,
 ) -> Report:
     """Check the DCU share of the container whose vdev dir, ``/dev`` and ``/sys`` are given.
@@ -262,24 +269,29 @@ def verify(
     ``sys_dir`` None (or missing) skips what only sysfs can tell: the card's CU count and which
     ``/dev/dri`` nodes belong to which card (render nodes are then counted instead).
     ``allow_plain_files`` accepts regular files as device nodes, as a mock node made without
-    root has them. Reads files only; never raises for what it finds, it reports it.
+    root has them. ``environ`` (the container's environment; None skips the check) is
+    compared with what the container has. Reads files only; never raises for what it finds,
+    it reports it.
     """
     sysfs = _read_sysfs(sys_dir)
+    variables = container_env.parse(environ) if environ is not None else None
     checks: list[Check] = []
     names, ignored = _vdev_entries(vdev_dir, checks)
     files = tuple(_read_vdev_file(vdev_dir, name, checks) for name in names)
+    configs = [(f.name, f.config) for f in files if f.config is not None]
     if files:
         _check_rules(files, checks)
-        _check_numbering(names, checks)
-        configs = [(f.name, f.config) for f in files if f.config is not None]
+        _check_one_file_per_card(configs, variables, checks)
         _check_pipe_ids(configs, checks)
         _check_overlaps(configs, checks)
         _check_mask_range(configs, sysfs, checks)
-        _check_device_ids(configs, checks)
         buses = sorted({f.pci_bus_id for f in files if f.pci_bus_id is not None})
         nodes = _check_vdcu_nodes(buses, dev_dir, sysfs, checks, allow_plain_files)
+        _check_device_ids(configs, nodes, sysfs, variables, checks)
     else:
         nodes, buses = _check_whole_card_nodes(vdev_dir, dev_dir, sysfs, checks, allow_plain_files)
+    if variables is not None:
+        _check_variables(configs, nodes, sysfs, variables, checks)
     cards = tuple(
         Card(
             pci_bus_id=bus,
@@ -392,31 +404,55 @@ def _check_rules(files: Sequence[VdevFile], checks: list[Check]) -> None:
             checks.append(Check(kind, Status.OK, f"{rule} in {', '.join(parsed)}"))
 
 
-def _check_numbering(names: Sequence[str], checks: list[Check]) -> None:
-    """Files must be ``vdev0.conf`` .. ``vdev<n-1>.conf``: N = 0, 1, ... per DCU share.
+def _check_one_file_per_card(
+    configs: Sequence[tuple[str, VdevConfig]],
+    variables: container_env.ContainerVariables | None,
+    checks: list[Check],
+) -> None:
+    """One vdev file per card: the runtime confines a card in a container by one config.
 
-    hygon-dcu.md §2.2 gives that numbering; what the runtime does with a gap is unconfirmed
-    (our own reader fails closed on one).
+    The driver refuses two shares of one card in one request; shares of one card from two
+    requests or claims can still meet in a container, which this reports (what the runtime
+    does with two configs for one card is unconfirmed: a file per card is what every known
+    writer produces).
     """
-    numbers = {int(m[1]) for name in names if (m := _STRICT_NAME.fullmatch(name))}
-    if not numbers:
-        return  # every name is malformed; the format check already said so
-    missing = [n for n in range(max(numbers) + 1) if n not in numbers]
-    if missing:
-        present = ", ".join(vdev_file_name(n) for n in sorted(numbers))
+    files_of_card: dict[str, list[str]] = {}
+    for name, config in configs:
+        files_of_card.setdefault(config.pci_bus_id, []).append(name)
+    crowded = {bus: names for bus, names in sorted(files_of_card.items()) if len(names) > 1}
+    for bus, names in crowded.items():
+        claims = _claims_of(configs, variables, bus)
         checks.append(
             Check(
-                CheckKind.NUMBERING,
+                CheckKind.ONE_PER_CARD,
                 Status.FAIL,
-                f"vdev files are {present}: missing "
-                f"{', '.join(vdev_file_name(n) for n in missing)}; the runtime expects "
-                f"vdev0.conf, vdev1.conf, ... without gaps; {_REWRITE_HINT}",
+                f"{' and '.join(names)} {_both(names)} configure {bus}{claims}: a container takes "
+                "one vDCU per card; give the container one share of this card (one claim, or "
+                "one request of it)",
             )
         )
-    else:
-        last = vdev_file_name(max(numbers))
-        span = last if len(numbers) == 1 else f"vdev0.conf .. {last}"
-        checks.append(Check(CheckKind.NUMBERING, Status.OK, f"vdev files numbered {span}"))
+    if configs and not crowded:
+        checks.append(Check(CheckKind.ONE_PER_CARD, Status.OK, "one vdev file per card"))
+
+
+def _claims_of(
+    configs: Sequence[tuple[str, VdevConfig]],
+    variables: container_env.ContainerVariables | None,
+    bus: str,
+) -> str:
+    """`` (claims a, b)``: the claims of the shares on ``bus``, from their variables."""
+    if variables is None:
+        return ""
+    claims: set[str] = set()
+    for _, config in configs:
+        vdcu = variables.vdcus.get(config.vdev_id)
+        if config.pci_bus_id == bus and vdcu is not None and vdcu.values.get("CLAIM"):
+            claims.add(vdcu.values["CLAIM"])
+    if bus in variables.whole_claims:
+        claims.add(variables.whole_claims[bus])
+    if not claims:
+        return ""
+    return f" (claim{'s' if len(claims) > 1 else ''} {', '.join(sorted(claims))})"
 
 
 def _check_pipe_ids(configs: Sequence[tuple[str, VdevConfig]], checks: list[Check]) -> None:
@@ -519,33 +555,135 @@ def _check_mask_range(
         )
 
 
-def _check_device_ids(configs: Sequence[tuple[str, VdevConfig]], checks: list[Check]) -> None:
-    """``device_id`` is the DCU's ordinal inside the container (hygon-dcu.md §2.1).
+def _check_device_ids(
+    configs: Sequence[tuple[str, VdevConfig]],
+    nodes: Sequence[DeviceNode],
+    sysfs: _Sysfs,
+    variables: container_env.ContainerVariables | None,
+    checks: list[Check],
+) -> None:
+    """``device_id`` is the card's ordinal among the DCUs of the container, in PCI bus order.
 
-    So all shares of one card carry the same ``device_id`` and different cards different ones.
-    What the runtime does when they do not is unconfirmed.
+    HAMi found on hardware that a one-DCU container whose file says ``device_id`` 1 gets the
+    whole card instead of the share, so the value is the runtime's index of the card in the
+    container (hygon-dcu.md §2.1). The cards are those the vdev files name plus the DCUs whose
+    render nodes the container has (whole cards take an ordinal too), when sysfs maps render
+    nodes to cards; without sysfs only a container whose render nodes are all accounted for by
+    the vdev files can be checked.
     """
-    ids_of_card: dict[str, set[int]] = {}
-    cards_of_id: dict[int, set[str]] = {}
-    for _, config in configs:
-        ids_of_card.setdefault(config.pci_bus_id, set()).add(config.device_id)
-        cards_of_id.setdefault(config.device_id, set()).add(config.pci_bus_id)
-    problems = [
-        f"shares of {bus} carry device_ids {', '.join(map(str, sorted(ids)))}; one card is "
-        "one device in the container"
-        for bus, ids in sorted(ids_of_card.items())
-        if len(ids) > 1
-    ] + [
-        f"cards {', '.join(sorted(buses))} {_both(buses)} carry device_id {device_id}; "
-        "device_id is the card's ordinal in the container"
-        for device_id, buses in sorted(cards_of_id.items())
-        if len(buses) > 1
-    ]
+    if not configs:
+        return
+    named = {config.pci_bus_id for _, config in configs}
+    mapped = _dcus_present(nodes, sysfs)
+    unmapped = [n for n in _renders_present(nodes) if n.pci_bus_id is None]
+    if len(unmapped) > len(named - mapped):
+        checks.append(
+            Check(
+                CheckKind.DEVICE_ID,
+                Status.SKIP,
+                f"{len(unmapped)} render node(s) of unknown cards ({sysfs.note or 'no sysfs'}) "
+                "beside the vdev files' cards: the container's card order is unknown",
+            )
+        )
+        return
+    order = sorted(named | mapped)
+    problems = []
+    for name, config in configs:
+        expected = order.index(config.pci_bus_id)
+        if config.device_id != expected:
+            problems.append(
+                f"{name}: device_id {config.device_id}, but {config.pci_bus_id} is DCU "
+                f"{expected} of the container's {len(order)} ({', '.join(order)})"
+                f"{_claims_of(configs, variables, config.pci_bus_id)}: the runtime would not "
+                "confine the card to this share; give the container the DCUs of one request "
+                "(README: vdev files)"
+            )
     for problem in problems:
-        checks.append(Check(CheckKind.DEVICE_ID, Status.FAIL, f"{problem}; {_REWRITE_HINT}"))
-    if configs and not problems:
-        pairs = ", ".join(f"{bus} = {min(ids)}" for bus, ids in sorted(ids_of_card.items()))
-        checks.append(Check(CheckKind.DEVICE_ID, Status.OK, f"one device_id per card ({pairs})"))
+        checks.append(Check(CheckKind.DEVICE_ID, Status.FAIL, problem))
+    if not problems:
+        pairs = ", ".join(f"{bus} = {order.index(bus)}" for bus in sorted(named))
+        checks.append(
+            Check(
+                CheckKind.DEVICE_ID,
+                Status.OK,
+                f"device_id is each card's ordinal in the container ({pairs})",
+            )
+        )
+
+
+def _renders_present(nodes: Sequence[DeviceNode]) -> list[DeviceNode]:
+    return [n for n in nodes if _RENDER.fullmatch(n.path.name) and n.type is not NodeType.MISSING]
+
+
+def _dcus_present(nodes: Sequence[DeviceNode], sysfs: _Sysfs) -> set[str]:
+    """PCI bus ids of the DCUs whose render nodes the container has, as sysfs maps them."""
+    return {
+        n.pci_bus_id
+        for n in _renders_present(nodes)
+        if n.pci_bus_id is not None
+        and sysfs.vendor.get(n.pci_bus_id, HYGON_VENDOR_ID) == HYGON_VENDOR_ID
+    }
+
+
+def _check_variables(
+    configs: Sequence[tuple[str, VdevConfig]],
+    nodes: Sequence[DeviceNode],
+    sysfs: _Sysfs,
+    variables: container_env.ContainerVariables,
+    checks: list[Check],
+) -> None:
+    """The ``DCU_*`` variables match the vdev files and the cards whose nodes are here."""
+    problems: list[str] = []
+    files = {config.vdev_id: (name, config) for name, config in configs}
+    for vdev_id, (name, config) in sorted(files.items()):
+        vdcu = variables.vdcus.get(vdev_id)
+        if vdcu is None:
+            problems.append(f"{name} has no DCU_VDEV{vdev_id}_* variables")
+            continue
+        expected = {
+            "PCI_BUS_ID": config.pci_bus_id,
+            "COMPUTE_UNITS": str(config.cu_count),
+            "MEMORY_MIB": str(config.memory_mib),
+        }
+        problems.extend(
+            f"DCU_VDEV{vdev_id}_{key} is {vdcu.values.get(key)!r}, but {name} says {value!r}"
+            for key, value in expected.items()
+            if vdcu.values.get(key) != value
+        )
+    problems.extend(
+        f"DCU_VDEV{vdev_id}_* describe a share whose vdev{vdev_id}.conf the container lacks"
+        for vdev_id in sorted(set(variables.vdcus) - set(files))
+    )
+    cards = {config.pci_bus_id for _, config in configs}
+    if sysfs.available:
+        cards |= _dcus_present(nodes, sysfs)
+        problems.extend(
+            f"DCU_{container_env.card_token(bus)}_UUID names {bus}, whose render node this "
+            "container lacks"
+            for bus in sorted(set(variables.uuids) - cards)
+        )
+    problems.extend(
+        f"{bus} has no DCU_{container_env.card_token(bus)}_UUID variable"
+        for bus in sorted(cards - set(variables.uuids))
+    )
+    for problem in problems:
+        checks.append(
+            Check(
+                CheckKind.VARIABLES,
+                Status.FAIL,
+                f"{problem}; the claim's CDI spec sets these per device: {_REWRITE_HINT}",
+            )
+        )
+    if not problems:
+        described = ", ".join(sorted(variables.uuids)) or "none"
+        checks.append(
+            Check(
+                CheckKind.VARIABLES,
+                Status.OK,
+                f"DCU_* variables match the container's cards ({described}) and "
+                f"{len(files)} vdev file(s)",
+            )
+        )
 
 
 # --- device nodes ------------------------------------------------------------------------------

@@ -29,11 +29,10 @@ from dra_driver.cdi import (
     spec_file_name,
     write_spec,
 )
-from dra_driver.cdi_validate import validate_document
+from dra_driver.cdi_validate import BUNDLED_SCHEMA_DIR, validate_document
 from dra_driver.devices import DcuDevice, DeviceName, Inventory
 from dra_driver.errors import CdiError, CdiValidationError
 
-SCHEMA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "schemas" / "cdi"
 IS_ROOT = os.geteuid() == 0
 #: Numbers of /dev/null: a harmless real character device for tests running as root.
 NULL_MAJOR, NULL_MINOR = 1, 3
@@ -348,7 +347,7 @@ NODE_SPEC_FOR_ONE_PLAIN_FILE_DCU = """\
       "name": "0",
       "containerEdits": {
         "env": [
-          "DCU_UUID_0=DCU-00000000abcdef"
+          "DCU_0000_3B_00_0_UUID=DCU-00000000abcdef"
         ],
         "deviceNodes": [
           {
@@ -366,7 +365,7 @@ NODE_SPEC_FOR_ONE_PLAIN_FILE_DCU = """\
       "name": "DCU-00000000abcdef",
       "containerEdits": {
         "env": [
-          "DCU_UUID_0=DCU-00000000abcdef"
+          "DCU_0000_3B_00_0_UUID=DCU-00000000abcdef"
         ],
         "deviceNodes": [
           {
@@ -384,7 +383,7 @@ NODE_SPEC_FOR_ONE_PLAIN_FILE_DCU = """\
       "name": "all",
       "containerEdits": {
         "env": [
-          "DCU_UUID_0=DCU-00000000abcdef"
+          "DCU_0000_3B_00_0_UUID=DCU-00000000abcdef"
         ],
         "deviceNodes": [
           {
@@ -451,10 +450,10 @@ def test_node_spec_names_every_dcu_by_index_and_uuid_plus_all(tmp_path: Path) ->
         "/dev/dri/renderD130",
     ]
     assert by_name["all"].env == (
-        "DCU_UUID_0=DCU-00000000abcdef",
-        "DCU_UUID_1=DCU-00000001abcdef",
+        "DCU_0000_3B_00_0_UUID=DCU-00000000abcdef",
+        "DCU_0000_3C_00_0_UUID=DCU-00000001abcdef",
     )
-    assert by_name["1"].env == ("DCU_UUID_1=DCU-00000001abcdef",)
+    assert by_name["1"].env == ("DCU_0000_3C_00_0_UUID=DCU-00000001abcdef",)
     assert [node.path for node in spec.container_edits.device_nodes] == ["/dev/kfd", "/dev/mkfd"]
     assert spec.container_edits.mounts == (
         Mount(
@@ -471,7 +470,7 @@ def test_node_spec_passes_the_official_schema_and_the_strict_rules(
 ) -> None:
     inventory = make_inventory(tmp_path, is_char_device=is_char_device and IS_ROOT)
     doc = spec_document(build_node_spec(inventory))
-    assert validate_document(doc, schema_dir=SCHEMA_DIR) == []
+    assert validate_document(doc, schema_dir=BUNDLED_SCHEMA_DIR) == []
 
 
 def test_host_path_defaults_to_the_inventory_root(tmp_path: Path) -> None:
@@ -524,7 +523,7 @@ def test_node_spec_without_kfd_mkfd_and_hyhal_has_no_spec_level_edits(tmp_path: 
     inventory = make_inventory(tmp_path, has_kfd=False, has_mkfd=False, has_hyhal=False)
     doc = spec_document(build_node_spec(inventory))
     assert "containerEdits" not in doc
-    assert validate_document(doc, schema_dir=SCHEMA_DIR) == []
+    assert validate_document(doc, schema_dir=BUNDLED_SCHEMA_DIR) == []
 
 
 def test_node_spec_skips_an_invalid_or_repeated_uuid(tmp_path: Path) -> None:
@@ -696,7 +695,7 @@ specs = st.builds(
 @given(spec=specs)
 def test_any_rendered_spec_is_valid_and_declares_exactly_its_minimum_version(spec: Spec) -> None:
     doc = json.loads(render_spec(spec))
-    assert validate_document(doc, schema_dir=SCHEMA_DIR) == []
+    assert validate_document(doc, schema_dir=BUNDLED_SCHEMA_DIR) == []
     version = doc["cdiVersion"]
     assert version == minimum_version(spec)
     for older in cdi.CDI_VERSIONS[: cdi.version_index(version)]:

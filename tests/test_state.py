@@ -143,21 +143,31 @@ def test_a_vdcu_share_gets_a_vdev_file_and_a_valid_cdi_spec(node: Node) -> None:
     spec = node.spec(c.ref.uid)
     edits = spec["containerEdits"]
     assert isinstance(edits, dict)
+    # Spec level: only what every device of the claim needs.
     assert [n["path"] for n in edits["deviceNodes"]] == ["/dev/kfd", "/dev/mkfd"]
-    assert {
-        "hostPath": str(node.vdev_dir(c.ref.uid)),
-        "containerPath": "/etc/vdev/docker",
-        "options": ["ro", "nosuid", "nodev", "noexec", "bind"],
-    } in edits["mounts"]
-    assert "DCU_VISIBLE_DEVICES=DCU-25656d36896d7389" in edits["env"]
+    assert [m["containerPath"] for m in edits["mounts"]] == ["/opt/hyhal"]
+    assert "env" not in edits
     devices = spec["devices"]
     assert isinstance(devices, list)
     cdi_device: dict[str, Any] = devices[0]
-    assert [n["path"] for n in cdi_device["containerEdits"]["deviceNodes"]] == [
-        "/dev/dri/card1",
-        "/dev/dri/renderD129",
+    own = cdi_device["containerEdits"]
+    assert [n["path"] for n in own["deviceNodes"]] == ["/dev/dri/card1", "/dev/dri/renderD129"]
+    assert own["mounts"] == [
+        {
+            "hostPath": str(vdev),
+            "containerPath": "/etc/vdev/docker/vdev0.conf",
+            "options": ["ro", "nosuid", "nodev", "noexec", "bind"],
+        }
     ]
-    assert "DCU_0_COMPUTE_UNITS=30" in cdi_device["containerEdits"]["env"]
+    card = node.inventory.by_name(Z100_A)
+    assert card is not None
+    assert own["env"] == [
+        f"DCU_0000_3B_00_0_UUID={card.uuid}",
+        "DCU_VDEV0_PCI_BUS_ID=0000:3b:00.0",
+        "DCU_VDEV0_COMPUTE_UNITS=30",
+        "DCU_VDEV0_MEMORY_MIB=16384",
+        "DCU_VDEV0_CLAIM=ns/c",
+    ]
     stored = checkpoint.load(node.data_dir / "checkpoint.json", boot_id="x")
     assert stored.claims[c.ref.uid].state is ClaimState.PREPARE_COMPLETED
     assert (node.data_dir / "checkpoint.json").stat().st_mode & 0o777 == 0o600
@@ -183,14 +193,16 @@ def test_two_shares_of_a_card_get_disjoint_masks_and_distinct_pipes(node: Node) 
     (vb,) = read_vdev_dir(node.vdev_dir(b.ref.uid))
     assert vb.mask.hex_words() == ("0x0003ffffc0000000", "0x0000000000000000")
     assert not va.mask.overlaps(vb.mask)
-    assert (va.pipe_id, vb.pipe_id, va.vdev_id, vb.vdev_id) == (0, 1, 0, 0)
+    # vdev numbers are node-wide: b's file is vdev1.conf although it is b's only share.
+    assert (va.pipe_id, vb.pipe_id, va.vdev_id, vb.vdev_id) == (0, 1, 0, 1)
+    assert (va.device_id, vb.device_id) == (0, 0)
 
 
-def test_a_claim_with_two_dcus_numbers_them_in_the_container(node: Node) -> None:
+def test_a_request_of_two_dcus_numbers_them_in_the_container(node: Node) -> None:
     plugin = node.plugin()
     c = claim(
-        share(K100, cores=60, memory_mib=8192, request="b"),
-        share(Z100_B, cores=15, memory_mib=4096, request="a"),
+        share(K100, cores=60, memory_mib=8192),
+        share(Z100_B, cores=15, memory_mib=4096),
     )
     result = node.prepare(plugin, c)
     assert [d.device for d in result.devices] == [Z100_B, K100]  # PCI order
@@ -201,8 +213,89 @@ def test_a_claim_with_two_dcus_numbers_them_in_the_container(node: Node) -> None
         ("0000:5e:00.0", 0, 0, 15),
         ("0000:af:00.0", 1, 1, 60),
     ]
-    env = node.spec(c.ref.uid)["containerEdits"]["env"]  # type: ignore[index]
-    assert "DCU_VISIBLE_DEVICES=DCU-e2f56e39757c62e8,DCU-d37812a73a1a7cde" in env
+    assert "env" not in node.spec(c.ref.uid)["containerEdits"]  # type: ignore[operator]
+
+
+def test_each_request_numbers_its_own_dcus_from_zero(node: Node) -> None:
+    # Regression (containers issue, defect 3): a container naming request "b" alone holds
+    # one DCU, so its file says device_id 0 (it said 1: the card's place in the claim).
+    c = claim(
+        share(Z100_B, cores=15, memory_mib=4096, request="a"),
+        share(K100, cores=60, memory_mib=8192, request="b"),
+    )
+    node.prepare(node.plugin(), c)
+    configs = read_vdev_dir(node.vdev_dir(c.ref.uid))
+    assert [(v.pci_bus_id, v.device_id, v.vdev_id) for v in configs] == [
+        ("0000:5e:00.0", 0, 0),
+        ("0000:af:00.0", 0, 1),
+    ]
+
+
+def test_vdev_numbers_are_unique_node_wide_and_reused_once_free(node: Node) -> None:
+    # Regression (defect 3): each claim numbered its files from vdev0.conf, so two claims in
+    # one container mounted their vdev0.conf on one path and the container lost a file.
+    plugin = node.plugin()
+    c = claim(share(Z100_A, cores=10), share(Z100_B, cores=10))
+    d = claim(share(K100, cores=10))
+    node.prepare(plugin, c)
+    node.prepare(plugin, d)
+    numbers = {
+        uid: [v.vdev_id for v in read_vdev_dir(node.vdev_dir(uid))]
+        for uid in (c.ref.uid, d.ref.uid)
+    }
+    assert numbers == {c.ref.uid: [0, 1], d.ref.uid: [2]}
+    plugin.unprepare_claims([c.ref])
+    e = claim(share(Z100_A, cores=10))
+    node.prepare(plugin, e)
+    assert [v.vdev_id for v in read_vdev_dir(node.vdev_dir(e.ref.uid))] == [0]
+
+
+def test_two_shares_of_one_card_in_one_request_are_refused(node: Node) -> None:
+    plugin = node.plugin()
+    c = claim(share(Z100_A, cores=10), share(Z100_A, cores=10))
+    with pytest.raises(
+        ClaimError,
+        match=r"request 'dcu' got two shares of dcu-0000-3b-00-0; a container takes one vDCU "
+        r"per card\. .*distinctAttribute: resource\.kubernetes\.io/pciBusID",
+    ):
+        node.prepare(plugin, c)
+    assert plugin.prepared_claims() == {}
+    # In two requests, each may reach its own container: allowed.
+    node.prepare(plugin, claim(share(Z100_A, cores=10, request="a"), share(Z100_A, request="b")))
+
+
+def test_no_two_devices_prepared_on_a_node_set_a_variable_to_different_values(
+    node: Node,
+) -> None:
+    # Regression (defect 1): per-claim specs keyed variables by the device's place in the
+    # claim (DCU_0_UUID, ...) and set DCU_VISIBLE_DEVICES and DCU_DRA_CLAIM at spec level, so
+    # a container holding two claims got one claim's values for both.
+    plugin = node.plugin()
+    claims = [
+        claim(share(K100, cores=None, memory_mib=None), name="whole"),
+        claim(share(Z100_A, cores=10), share(Z100_B, cores=20), name="two"),
+        claim(share(Z100_A, cores=5, request="x"), share(Z100_B, request="y"), name="reqs"),
+        claim(share(K100, cores=None, memory_mib=None, admin=True), name="admin"),
+    ]
+    for c in claims:
+        node.prepare(plugin, c)
+    values: dict[str, set[str]] = {}
+    for c in claims:
+        spec = node.spec(c.ref.uid)
+        edits = [spec.get("containerEdits", {})] + [
+            d["containerEdits"]
+            for d in spec["devices"]  # type: ignore[attr-defined]
+        ]
+        for e in edits:
+            for entry in e.get("env", []):  # type: ignore[attr-defined]
+                key, _, value = entry.partition("=")
+                values.setdefault(key, set()).add(value)
+    assert {k: v for k, v in values.items() if len(v) > 1} == {}
+    node_spec = cdi.build_node_spec(node.inventory)
+    for device in node_spec.devices:
+        for entry in device.container_edits.env:
+            key, _, value = entry.partition("=")
+            assert values.get(key, {value}) == {value}, entry
 
 
 def test_a_whole_card_share_has_no_vdev_file(node: Node) -> None:

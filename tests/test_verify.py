@@ -48,10 +48,8 @@ def prepare(mock_root: Path, base: Path, *shares: AllocatedShare) -> tuple[Claim
 
 
 def container_from_spec(spec_path: Path, root: Path) -> Path:
-    """Lay out what the runtime would inject from the spec: device nodes and the vdev mount."""
-    spec: dict[str, Any] = json.loads(spec_path.read_text())
-    edits = [spec.get("containerEdits", {})] + [d["containerEdits"] for d in spec["devices"]]
-    for edit in edits:
+    """Lay out what the runtime would inject from the spec: device nodes and the vdev mounts."""
+    for edit in _edits(spec_path):
         for node in edit.get("deviceNodes", []):
             target = root / node["path"].lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -62,6 +60,16 @@ def container_from_spec(spec_path: Path, root: Path) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(mount["hostPath"])
     return root
+
+
+def env_from_spec(spec_path: Path) -> dict[str, str]:
+    """The variables the spec's edits set (ours never set one key twice)."""
+    return dict(entry.split("=", 1) for edit in _edits(spec_path) for entry in edit.get("env", []))
+
+
+def _edits(spec_path: Path) -> list[dict[str, Any]]:
+    spec: dict[str, Any] = json.loads(spec_path.read_text())
+    return [spec.get("containerEdits", {})] + [d["containerEdits"] for d in spec["devices"]]
 
 
 def failing(report: Report) -> set[CheckKind]:
@@ -108,12 +116,15 @@ def test_a_container_of_a_prepared_vdcu_claim_passes_every_check(
         mock_root,
         tmp_path,
         share("dcu-0000-3b-00-0", 30, 16384),
-        share("dcu-0000-3b-00-0", 10, 1024),
         share("dcu-0000-af-00-0", 20, 4096),
     )
     container = container_from_spec(spec, tmp_path / "ctr")
     report = verify(
-        container / "etc/vdev/docker", container / "dev", mock_root / "sys", allow_plain_files=PLAIN
+        container / "etc/vdev/docker",
+        container / "dev",
+        mock_root / "sys",
+        environ=env_from_spec(spec),
+        allow_plain_files=PLAIN,
     )
     assert report.ok, format_report(report)
     assert not report.whole_card
@@ -124,8 +135,7 @@ def test_a_container_of_a_prepared_vdcu_claim_passes_every_check(
     ]
     assert got == [
         ("vdev0.conf", Z100_A, tuple(range(30)), 16384, 0, 0, 0),
-        ("vdev1.conf", Z100_A, tuple(range(30, 40)), 1024, 0, 1, 1),
-        ("vdev2.conf", K100, tuple(range(20)), 4096, 1, 2, 0),
+        ("vdev1.conf", K100, tuple(range(20)), 4096, 1, 1, 0),
     ]
     assert [(c.pci_bus_id, c.compute_units) for c in report.cards] == [(Z100_A, 60), (K100, 120)]
     # Only the claim's cards' DRM nodes are in the container; sysfs maps each to its card.
@@ -144,7 +154,7 @@ def test_a_container_of_a_prepared_vdcu_claim_passes_every_check(
     assert not [c for c in report.checks if c.status is Status.SKIP]
     text = format_report(report)
     lines = text.splitlines()
-    assert lines[0] == f"vDCU container: 3 vdev file(s) in {container / 'etc/vdev/docker'}"
+    assert lines[0] == f"vDCU container: 2 vdev file(s) in {container / 'etc/vdev/docker'}"
     assert lines[2].split() == [
         "vdev0.conf",
         Z100_A,
@@ -224,7 +234,7 @@ class Broken:
 
     vdev: Callable[[Path], None]
     dev: Callable[[Path], None]
-    fails: CheckKind
+    fails: CheckKind | set[CheckKind]
     message: str
 
 
@@ -266,7 +276,7 @@ BROKEN = {
             d, [config(cus=range(30)), config(cus=range(20, 40), vdev_id=1, pipe_id=1)]
         ),
         _keep,
-        CheckKind.OVERLAP,
+        {CheckKind.OVERLAP, CheckKind.ONE_PER_CARD},
         f"vdev0.conf and vdev1.conf overlap on CUs 20-29 of {Z100_A}",
     ),
     "cu_count is not the popcount of the mask": Broken(
@@ -275,7 +285,7 @@ BROKEN = {
         CheckKind.CU_COUNT,
         "vdev0.conf: cu_count 29 is not the popcount 30 of the cu_mask words (rule 1",
     ),
-    "gap in the vdev numbering": Broken(
+    "two shares of one card": Broken(
         _files(
             {
                 "vdev0.conf": render_vdev(config()),
@@ -283,8 +293,8 @@ BROKEN = {
             }
         ),
         _keep,
-        CheckKind.NUMBERING,
-        "vdev files are vdev0.conf, vdev2.conf: missing vdev1.conf",
+        CheckKind.ONE_PER_CARD,
+        f"vdev0.conf and vdev2.conf both configure {Z100_A}: a container takes one vDCU per card",
     ),
     "vdev_id differs from the file number": Broken(
         _files({"vdev0.conf": render_vdev(config(vdev_id=1))}),
@@ -300,7 +310,7 @@ BROKEN = {
             }
         ),
         _keep,
-        CheckKind.PIPE_ID,
+        {CheckKind.PIPE_ID, CheckKind.ONE_PER_CARD},
         f"vdev0.conf and vdev1.conf both use pipe_id 0 on {Z100_A} (rule 3",
     ),
     "mask beyond the card's CUs": Broken(
@@ -309,11 +319,13 @@ BROKEN = {
         CheckKind.MASK_RANGE,
         f"vdev0.conf: cu_mask holds CUs 60-61, beyond the 60 CUs of {Z100_A}",
     ),
-    "two cards with one device_id": Broken(
+    # The mock's /dev holds all three cards: K100 is the container's third DCU.
+    "device_id not the card's ordinal in the container": Broken(
         lambda d: write_vdev_dir(d, [config(), config(K100, vdev_id=1)]),
         _keep,
         CheckKind.DEVICE_ID,
-        f"cards {Z100_A}, {K100} both carry device_id 0",
+        f"vdev1.conf: device_id 0, but {K100} is DCU 2 of the container's 3 ({Z100_A}, {Z100_B}, "
+        f"{K100}): the runtime would not confine the card to this share",
     ),
     "unparseable file": Broken(
         _files({"vdev0.conf": "PciBusId 0000:3b:00.0\n"}),
@@ -358,10 +370,11 @@ def test_a_broken_container_fails_exactly_its_check(
     dev_dir = mock_root / "dev"
     case.dev(dev_dir)
     report = verify(vdev_dir, dev_dir, mock_root / "sys", allow_plain_files=PLAIN)
-    assert failing(report) == {case.fails}, format_report(report)
+    fails = case.fails if isinstance(case.fails, set) else {case.fails}
+    assert failing(report) == fails, format_report(report)
     assert any(case.message in c.message for c in report.problems), format_report(report)
     assert all(c.message.count("; ") >= 1 for c in report.problems)  # each says what to do
-    args = ["verify", "--vdev-dir", str(vdev_dir), "--dev-dir", str(dev_dir)]
+    args = ["verify", "--no-env", "--vdev-dir", str(vdev_dir), "--dev-dir", str(dev_dir)]
     args += ["--sys-dir", str(mock_root / "sys"), *(["--allow-plain-files"] if PLAIN else [])]
     assert cli.main(args) == 1
     out = capsys.readouterr().out
@@ -434,9 +447,10 @@ def test_json_output_parses_and_carries_the_report(
 ) -> None:
     vdev_dir = tmp_path / "vdev"
     write_vdev_dir(
-        vdev_dir, [config(memory_mib=8188), config(K100, range(64, 72), vdev_id=1, device_id=1)]
+        vdev_dir, [config(memory_mib=8188), config(K100, range(64, 72), vdev_id=1, device_id=2)]
     )
-    args = ["verify", "--json", "--vdev-dir", str(vdev_dir), "--dev-dir", str(mock_root / "dev")]
+    args = ["verify", "--json", "--no-env", "--vdev-dir", str(vdev_dir)]
+    args += ["--dev-dir", str(mock_root / "dev")]
     args += ["--sys-dir", str(mock_root / "sys"), *(["--allow-plain-files"] if PLAIN else [])]
     assert cli.main(args) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -449,7 +463,7 @@ def test_json_output_parses_and_carries_the_report(
         "cus": "64-71",
         "cuMask": ["0x0000000000000000", "0x00000000000000ff"],
         "memoryMiB": 4096,
-        "deviceID": 1,
+        "deviceID": 2,
         "vdevID": 1,
         "pipeID": 0,
     }
@@ -463,11 +477,11 @@ def test_json_output_parses_and_carries_the_report(
     assert {c["check"] for c in doc["checks"]} >= {"cu-count", "vdev-id", "pipe-id", "overlap"}
 
     (vdev_dir / "vdev1.conf").unlink()
-    (vdev_dir / "vdev2.conf").write_text(render_vdev(config(K100, vdev_id=2, device_id=1)))
+    (vdev_dir / "vdev7.conf").write_text(render_vdev(config(K100, vdev_id=7, device_id=1)))
     assert cli.main(args) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is False
-    assert [c["check"] for c in doc["checks"] if c["status"] == "fail"] == ["numbering"]
+    assert [c["check"] for c in doc["checks"] if c["status"] == "fail"] == ["device-id"]
 
 
 def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -487,7 +501,8 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_the_installed_command_exits_0_then_1(mock_root: Path, tmp_path: Path) -> None:
     vdev_dir = tmp_path / "vdev"
     write_vdev_dir(vdev_dir, [config()])
-    args = [DCU_DRA, "verify", "--vdev-dir", str(vdev_dir), "--dev-dir", str(mock_root / "dev")]
+    args = [DCU_DRA, "verify", "--no-env", "--vdev-dir", str(vdev_dir)]
+    args += ["--dev-dir", str(mock_root / "dev")]
     args += ["--sys-dir", str(mock_root / "sys"), *(["--allow-plain-files"] if PLAIN else [])]
     done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=60)
     assert (done.returncode, done.stderr) == (0, "")
@@ -500,3 +515,49 @@ def test_the_installed_command_exits_0_then_1(mock_root: Path, tmp_path: Path) -
         "cannot reach the card; the claim's CDI spec injects it: check that the container lists "
         "the claim under resources.claims and that the container runtime has CDI enabled"
     ]
+
+
+# --- variables ---------------------------------------------------------------------------------
+
+
+def test_variables_that_disagree_with_the_files_or_cards_fail(
+    mock_root: Path, tmp_path: Path
+) -> None:
+    _, spec = prepare(mock_root, tmp_path, share("dcu-0000-3b-00-0", 30, 16384))
+    container = container_from_spec(spec, tmp_path / "ctr")
+    env = env_from_spec(spec)
+    paths = (container / "etc/vdev/docker", container / "dev", mock_root / "sys")
+    assert verify(*paths, environ=env, allow_plain_files=PLAIN).ok
+    wrong = {
+        "DCU_VDEV0_COMPUTE_UNITS": "31",
+        "DCU_VDEV5_PCI_BUS_ID": Z100_A,
+        "DCU_0000_AF_00_0_UUID": "DCU-x",
+    }
+    report = verify(*paths, environ=env | wrong, allow_plain_files=PLAIN)
+    assert failing(report) == {CheckKind.VARIABLES}
+    assert [c.message.split(";")[0] for c in report.problems] == [
+        "DCU_VDEV0_COMPUTE_UNITS is '31', but vdev0.conf says '30'",
+        "DCU_VDEV5_* describe a share whose vdev5.conf the container lacks",
+        f"DCU_0000_AF_00_0_UUID names {K100}, whose render node this container lacks",
+    ]
+    del env["DCU_0000_3B_00_0_UUID"]
+    report = verify(*paths, environ=env, allow_plain_files=PLAIN)
+    assert [c.message.split(";")[0] for c in report.problems] == [
+        f"{Z100_A} has no DCU_0000_3B_00_0_UUID variable"
+    ]
+
+
+def test_the_command_checks_its_own_environment(mock_root: Path, tmp_path: Path) -> None:
+    _, spec = prepare(mock_root, tmp_path, share("dcu-0000-5e-00-0", None, None))
+    container = container_from_spec(spec, tmp_path / "ctr")
+    args = [DCU_DRA, "verify", "--vdev-dir", str(container / "etc/vdev/docker")]
+    args += ["--dev-dir", str(container / "dev"), "--sys-dir", str(mock_root / "sys")]
+    args += ["--allow-plain-files"] if PLAIN else []
+    env = {"PATH": os.environ["PATH"], **env_from_spec(spec)}
+    done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=60, env=env)
+    assert done.returncode == 0, done.stdout
+    assert "OK: DCU_* variables match the container's cards (0000:5e:00.0)" in done.stdout
+    env.pop("DCU_0000_5E_00_0_UUID")
+    done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=60, env=env)
+    assert done.returncode == 1
+    assert f"FAIL: {Z100_B} has no DCU_0000_5E_00_0_UUID variable" in done.stdout

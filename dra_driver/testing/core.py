@@ -38,11 +38,13 @@ def local_plugin(mock_root: Path, base: Path) -> DcuPlugin:
     return plugin
 
 
-def allocated_share(device: str, *, cores: int | None, memory_mib: int | None) -> AllocatedShare:
+def allocated_share(
+    device: str, *, cores: int | None, memory_mib: int | None, request: str = "dcu"
+) -> AllocatedShare:
     """A share as the scheduler allocates it; no cores and memory: the whole device."""
     whole = cores is None and memory_mib is None
     return AllocatedShare(
-        request="dcu",
+        request=request,
         pool=NODE,
         device=DeviceName(device),
         share_id=None if whole else str(uuid.uuid4()),
@@ -52,10 +54,12 @@ def allocated_share(device: str, *, cores: int | None, memory_mib: int | None) -
     )
 
 
-def prepare_claim(plugin: DcuPlugin, *shares: AllocatedShare) -> tuple[Claim, PrepareResult]:
-    """Prepare one new claim of ``shares``; raises the core's error if it fails."""
+def prepare_claim(
+    plugin: DcuPlugin, *shares: AllocatedShare, name: str = "c"
+) -> tuple[Claim, PrepareResult]:
+    """Prepare one new claim ``ns/<name>`` of ``shares``; raises the core's error if it fails."""
     claim = Claim(
-        ref=ClaimRef(uid=ClaimUID(str(uuid.uuid4())), namespace="ns", name="c"), shares=shares
+        ref=ClaimRef(uid=ClaimUID(str(uuid.uuid4())), namespace="ns", name=name), shares=shares
     )
     result = plugin.prepare_claims([claim])[claim.ref.uid]
     if isinstance(result, DriverError):

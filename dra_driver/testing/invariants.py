@@ -190,17 +190,20 @@ def _vdev_problems(
 
 
 def _spec_problems(plugin: PluginProcess, entry: ClaimEntry) -> list[str]:
-    """The claim's CDI spec exists and names exactly its shares' CDI devices."""
+    """The claim's CDI spec names exactly its shares' CDI devices; each share mounts its file."""
     path = plugin.spec_file(entry.uid)
     try:
         spec = json.loads(path.read_text())
         kind = str(spec["kind"])
-        names = {f"{kind}={device['name']}" for device in spec["devices"]}
         mounts = {
-            str(mount.get("hostPath"))
-            for mount in (spec.get("containerEdits") or {}).get("mounts") or []
+            f"{kind}={device['name']}": {
+                str(mount.get("hostPath"))
+                for mount in (device.get("containerEdits") or {}).get("mounts") or []
+            }
+            for device in spec["devices"]
         }
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        names = set(mounts)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return [f"claim {entry.uid}: CDI spec {path} unreadable: {exc}"]
     problems = []
     expected = {share.cdi_id for share in entry.shares}
@@ -208,18 +211,32 @@ def _spec_problems(plugin: PluginProcess, entry: ClaimEntry) -> list[str]:
         problems.append(
             f"claim {entry.uid}: CDI spec names {sorted(names)}, not {sorted(expected)}"
         )
-    has_vdev = any(share.vdev_id is not None for share in entry.shares)
-    if has_vdev and str(plugin.vdev_dir(entry.uid)) not in mounts:
-        problems.append(f"claim {entry.uid}: CDI spec does not mount its vdev directory")
+    for share in entry.shares:
+        if share.vdev_id is None:
+            continue
+        file = str(plugin.vdev_dir(entry.uid) / vdev_file_name(share.vdev_id))
+        if file not in mounts.get(share.cdi_id, set()):
+            problems.append(f"claim {entry.uid}: CDI device {share.cdi_id} does not mount {file}")
     return problems
 
 
 def _disk_collisions(on_disk: list[tuple[str, VdevConfig]]) -> list[str]:
-    """What the DCU runtime would see: the vdev files of all claims, card by card."""
+    """What the DCU runtime would see: the vdev files of all claims, card by card.
+
+    Also: no two live files share a vdev number (node-wide), else a container holding both
+    would get one of them on one path.
+    """
     problems = []
     by_card: dict[str, list[tuple[str, VdevConfig]]] = defaultdict(list)
+    by_number: dict[int, list[str]] = defaultdict(list)
     for uid, config in on_disk:
         by_card[config.pci_bus_id].append((uid, config))
+        by_number[config.vdev_id].append(uid)
+    problems += [
+        f"{vdev_file_name(number)} is written for claims {', '.join(uids)}"
+        for number, uids in sorted(by_number.items())
+        if len(uids) > 1
+    ]
     for card, configs in sorted(by_card.items()):
         used = EMPTY_MASK
         pipes: set[int] = set()

@@ -109,7 +109,7 @@ def test_overlapping_cus_are_found_in_the_checkpoint_and_on_disk(prepared: Prepa
         "shares"
     ][0]["cuMask"]
     prepared.edit_checkpoint(second, cuMask=mask, cores=15)
-    vdev = prepared.plugin.vdev_dir(second) / "vdev0.conf"
+    vdev = prepared.plugin.vdev_dir(second) / "vdev1.conf"  # vdev numbers are node-wide
     first_mask = (prepared.plugin.vdev_dir(first) / "vdev0.conf").read_text().splitlines()[1:3]
     lines = vdev.read_text().splitlines()
     lines[1:3] = first_mask
@@ -130,7 +130,7 @@ def test_a_pipe_id_used_twice_on_a_card_is_found(prepared: Prepared) -> None:
     earlier, later = sorted((first, second))
     assert f"{Z100_A}: pipe id 0 used by claims {earlier} and {later}" in problems
     # The file on disk still says pipe 1: the checkpoint and the file disagree.
-    assert any(p.startswith(f"claim {second}: vdev0.conf says ") for p in problems)
+    assert any(p.startswith(f"claim {second}: vdev1.conf says ") for p in problems)
 
 
 def test_files_of_claims_that_are_not_prepared_are_found(prepared: Prepared) -> None:
