@@ -20,7 +20,7 @@ WHEEL := build/dist/dcu_dra-$(PROJECT_VERSION)-py3-none-any.whl
 
 .PHONY: golden help venv fmt lint type unit test proto check-generated controlplane demo clean
 .PHONY: wheel image pyz
-.PHONY: helm bench
+.PHONY: helm bench cdiruntime
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,7 +51,7 @@ type: $(VENV_STAMP) ## mypy (strict on dra_driver)
 unit: $(VENV_STAMP) ## pytest only
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-test: lint type controlplane helm unit ## Everything CI runs: lint, types, control plane, all tests
+test: lint type controlplane helm cdiruntime unit ## Everything CI runs: lint, types, control plane, all tests
 
 proto: $(VENV_STAMP) ## Regenerate dra_driver/kubeletplugin/_pb from proto/
 	$(PY) proto/generate.py
@@ -68,6 +68,14 @@ controlplane: ## Build the local control plane (etcd, kube-apiserver, scheduler,
 	@# A cold build prints a line per module it fetches: hundreds; keep only what else Go says.
 	@cd tests/controlplane && $(GO) build -o ../../$(CONTROLPLANE) . 2>&1 | { grep -v '^go: downloading ' || true; }
 
+# cdi-inject: the CDI Go library (tags.cncf.io/container-device-interface v1.1.2) applying CDI
+# specs as containerd does; the tests and make demo lay out containers from what it reports.
+CDI_INJECT := build/bin/cdi-inject
+cdiruntime: ## Build build/bin/cdi-inject (the container runtime's CDI code, for tests and the demo)
+	@# Go rebuilds only what changed, so this runs every time (well under a second when nothing did).
+	@mkdir -p build/bin
+	@cd tests/cdiruntime && $(GO) build -o ../../$(CDI_INJECT) . 2>&1 | { grep -v '^go: downloading ' || true; }
+
 # Helm, for the chart's lint and template tests (tests/deploy/) and kind/demo.sh. Pinned: the
 # newest stable release when the chart was written (v4.3.1 needs Go >= 1.26). The ldflags set
 # what `helm version` reports, as helm's own Makefile does; rebuilt only when that differs.
@@ -82,7 +90,7 @@ helm: ## Build the pinned helm into build/bin/helm from the Go module proxy
 			helm.sh/helm/v4/cmd/helm@$(HELM_VERSION) 2>&1 | { grep -v '^go: downloading ' || true; }; \
 	fi
 
-demo: $(VENV_STAMP) controlplane ## Two mock DCU nodes, the real plugin, every example pod (KEEP=1: stay up)
+demo: $(VENV_STAMP) controlplane cdiruntime ## Two mock DCU nodes, the real plugin, every example pod (KEEP=1: stay up)
 	@$(PY) -m dra_driver.demo $(if $(KEEP),--keep)
 
 bench: $(VENV_STAMP) controlplane ## Benchmark the plugin against floors measured in the same run (QUICK=1: a few cycles)

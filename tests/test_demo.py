@@ -43,7 +43,6 @@ from dra_driver.demo.table import (
 from dra_driver.devices import discover
 from dra_driver.pyz import build_pyz
 from dra_driver.slices import Sharing, build_pool
-from dra_driver.testing.container import read_spec_dir
 from dra_driver.testing.fakekubelet import PreparedClaim, PreparedDevice
 from dra_driver.vdev import VdevConfig
 from tests.testing.test_container import PLAIN, prepare_claim
@@ -379,7 +378,7 @@ def containers_of(
             base / "containers",
             pod=pod,
             containers={"ctr": cdi_ids},
-            specs=read_spec_dir(base / "cdi"),
+            spec_dirs=[base / "cdi"],
             sys_dir=mock_root / "sys",
             allow_plain_files=PLAIN,
         )
@@ -433,7 +432,7 @@ def test_pods_with_several_dcu_containers_get_one_line_each(
         tmp_path / "containers",
         pod="ns/p",
         containers={"b": cdi_ids, "a": cdi_ids, "sidecar": []},
-        specs=read_spec_dir(tmp_path / "cdi"),
+        spec_dirs=[tmp_path / "cdi"],
         sys_dir=mock_root / "sys",
         allow_plain_files=PLAIN,
     )

@@ -18,7 +18,7 @@ import pytest
 
 from dra_driver import __version__
 from dra_driver.pyz import SHEBANG, build_pyz, main, package_files
-from dra_driver.testing.container import ContainerView, build_container_view, read_spec_dir
+from dra_driver.testing.container import ContainerView, build_container_view
 from dra_driver.testing.core import allocated_share, cdi_ids, local_plugin, prepare_claim
 
 MIB = 2**20
@@ -31,13 +31,16 @@ def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_pyz(tmp_path_factory.mktemp("dist") / "dcu-dra.pyz")
 
 
-def run(pyz: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run(
+    pyz: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-I", "-S", str(pyz), *args],
         capture_output=True,
         text=True,
         check=False,
         timeout=60,
+        env=env,
     )
 
 
@@ -45,7 +48,7 @@ def share_container(mock_root: Path, base: Path) -> ContainerView:
     """A container with a 15-CU share of a Z100, laid out from the plugin's own CDI spec."""
     share = allocated_share("dcu-0000-3b-00-0", cores=15, memory_mib=8188)
     _, result = prepare_claim(local_plugin(mock_root, base), share)
-    return build_container_view(base / "ctr", read_spec_dir(base / "cdi"), cdi_ids(result))
+    return build_container_view(base / "ctr", [base / "cdi"], cdi_ids(result))
 
 
 def verify_args(view: ContainerView, mock_root: Path) -> list[str]:
@@ -58,7 +61,14 @@ def verify_args(view: ContainerView, mock_root: Path) -> list[str]:
         "--sys-dir",
         str(mock_root / "sys"),
         *PLAIN,
+        # Our model's view (not root) has no container environment to check.
+        *(["--no-env"] if view.container is None else []),
     ]
+
+
+def container_env(view: ContainerView) -> dict[str, str] | None:
+    """Exactly the environment the CDI library gave the container (None: the model's view)."""
+    return None if view.container is None else dict(view.container.env)
 
 
 def test_site_packages_are_really_out_of_reach() -> None:
@@ -69,7 +79,7 @@ def test_site_packages_are_really_out_of_reach() -> None:
 
 def test_verify_passes_in_a_good_container(pyz: Path, mock_root: Path, tmp_path: Path) -> None:
     view = share_container(mock_root, tmp_path)
-    done = run(pyz, *verify_args(view, mock_root))
+    done = run(pyz, *verify_args(view, mock_root), env=container_env(view))
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stderr == ""
     lines = done.stdout.splitlines()
@@ -82,11 +92,15 @@ def test_verify_fails_in_a_broken_container(pyz: Path, mock_root: Path, tmp_path
     view = share_container(mock_root, tmp_path)
     vdev = view.at("/etc/vdev/docker") / "vdev0.conf"
     vdev.write_text(vdev.read_text().replace("cu_count: 15", "cu_count: 16"))
-    done = run(pyz, *verify_args(view, mock_root))
+    done = run(pyz, *verify_args(view, mock_root), env=container_env(view))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     assert "FAIL: vdev0.conf: " in done.stdout and "(rule 1:" in done.stdout
-    assert done.stdout.splitlines()[-1] == "verify: 1 problem(s)"
+    if view.container is None:  # our model's view: no environment, checked with --no-env
+        assert done.stdout.splitlines()[-1] == "verify: 1 problem(s)"
+    else:  # the runtime's environment names a share whose vdev file the parser now rejects
+        assert "FAIL: DCU_VDEV0_* describe a share whose vdev0.conf" in done.stdout
+        assert done.stdout.splitlines()[-1] == "verify: 2 problem(s)"
 
 
 def test_version_and_help_run_from_the_pyz(pyz: Path) -> None:

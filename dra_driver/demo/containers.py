@@ -1,10 +1,11 @@
 """``dcu-dra verify`` in every example pod's container, as ``kind/demo.sh`` runs it in real pods.
 
 For each container of an example pod: the CDI device IDs the fake kubelet passed for it (what
-a runtime gets) are laid out from its node's CDI specs into a directory, the container's view
-(:mod:`dra_driver.testing.container`); then the one-file ``dcu-dra.pyz`` runs
-``verify --json`` there with ``python -I -S``, the standard library alone, as the example
-image ``python:3.12-slim`` has it. All runs start at once, so their times overlap.
+a runtime gets) are resolved against its node's CDI spec directory by the runtime's CDI library
+and laid out into a directory, the container's view (:mod:`dra_driver.testing.container`);
+then the one-file ``dcu-dra.pyz`` runs ``verify --json`` there with ``python -I -S``, the
+standard library alone, as the example image ``python:3.12-slim`` has it. All runs start at
+once, so their times overlap.
 
 A container sees the host's ``/sys``; the demo node's host is its mock node, so ``--sys-dir``
 is the mock node's ``sys/``.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dra_driver.testing.container import ContainerView, SpecDocument, build_container_view
+from dra_driver.testing.container import ContainerView, build_container_view
 
 #: Where the runtime puts the vdev files and the device nodes, inside the container.
 VDEV_DIR = "/etc/vdev/docker"
@@ -71,20 +72,21 @@ def lay_out(
     *,
     pod: str,
     containers: Mapping[str, Sequence[str]],
-    specs: Sequence[SpecDocument],
+    spec_dirs: Sequence[Path],
     sys_dir: Path,
     allow_plain_files: bool,
 ) -> list[ContainerTarget]:
     """Build the view of each container of ``pod`` that got CDI devices, under ``root``.
 
     ``containers`` maps container names to their CDI device IDs; containers without any get
-    no DCU and are not verified. Raises ``ContainerViewError`` when the specs cannot serve an ID.
+    no DCU and are not verified. ``spec_dirs``: the node's CDI spec directories, lowest
+    priority first. Raises ``ContainerViewError`` when the specs cannot serve an ID.
     """
     with_devices = {name: ids for name, ids in containers.items() if ids}
     return [
         ContainerTarget(
             label=pod if len(with_devices) == 1 else f"{pod}/{name}",
-            view=build_container_view(root / pod / name, specs, ids),
+            view=build_container_view(root / pod / name, spec_dirs, ids),
             sys_dir=sys_dir,
             allow_plain_files=allow_plain_files,
         )
@@ -96,7 +98,8 @@ def verify_command(pyz: Path, target: ContainerTarget, *, as_json: bool) -> list
     """``python -I -S dcu-dra.pyz verify ...`` with paths relative to the view (run in it).
 
     Relative paths make the report read like one from inside the container
-    (``etc/vdev/docker``, ``dev/kfd``). ``-I -S``: no site-packages, no environment.
+    (``etc/vdev/docker``, ``dev/kfd``). ``-I -S``: no site-packages, no ``PYTHON*`` variables.
+    A view laid out by our model (not root) has no container environment: ``--no-env``.
     """
     return [
         sys.executable,
@@ -112,7 +115,17 @@ def verify_command(pyz: Path, target: ContainerTarget, *, as_json: bool) -> list
         "--sys-dir",
         str(target.sys_dir),
         *(["--allow-plain-files"] if target.allow_plain_files else []),
+        *(["--no-env"] if target.view.container is None else []),
     ]
+
+
+def container_environ(target: ContainerTarget) -> dict[str, str] | None:
+    """The environment the CDI library gave the container, for verify; None: ours (no view env).
+
+    Exactly the runtime's ``process.env``, nothing inherited: a real container's variables come
+    from its image and the runtime, not from the demo's shell.
+    """
+    return None if target.view.container is None else dict(target.view.container.env)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +151,7 @@ def run_verify(
         subprocess.Popen(
             verify_command(pyz, target, as_json=as_json),
             cwd=target.view.root,
+            env=container_environ(target),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -38,7 +38,7 @@ from dra_driver.testing.cluster import (
     is_pod_running,
     load_yaml,
 )
-from dra_driver.testing.container import read_spec_dir
+from dra_driver.testing.container import runtime_unavailable_reason
 from dra_driver.testing.fakekubelet import UNPREPARE
 from dra_driver.testing.waiting import wait_for
 from dra_driver.vdev import VdevConfig, read_vdev_dir, vdev_file_name
@@ -273,9 +273,15 @@ class DemoSession:
         print(format_json(json.loads(spec_text)), flush=True)
 
     def _container_targets(self) -> list[ContainerTarget]:
-        """Lay out every example pod's containers from the CDI IDs its kubelet passed them."""
+        """Lay out every example pod's containers from the CDI IDs its kubelet passed them.
+
+        The CDI library (``build/bin/cdi-inject``) resolves the IDs against the node's CDI
+        spec directory; without root our model does, and one line says why.
+        """
+        reason = runtime_unavailable_reason()
+        if reason is not None:
+            say(reason)
         with step("laying out the example pods' containers from their CDI specs", log=self.log):
-            specs = {node.name: read_spec_dir(node.plugin.cdi_dir) for node in self.nodes}
             targets: list[ContainerTarget] = []
             for (namespace, name), pod in sorted(self._pod_states().items()):
                 node_name = ((pod or {}).get("spec") or {}).get("nodeName")
@@ -291,7 +297,7 @@ class DemoSession:
                         self.containers_dir,
                         pod=f"{namespace}/{name}",
                         containers=containers,
-                        specs=specs[node.name],
+                        spec_dirs=[node.plugin.cdi_dir],
                         sys_dir=node.root / "sys",
                         allow_plain_files=node.has_plain_device_nodes,
                     )

@@ -1,28 +1,31 @@
 """What a container would see of its CDI devices, laid out as a directory to run ``verify`` in.
 
 A CDI-enabled runtime (containerd, CRI-O) turns the CDI device IDs the kubelet passes for a
-container (``<vendor>/<class>=<name>``) into edits of the container's OCI spec. This module lays
-out the file part of those edits under a directory ``root``: every ``deviceNodes`` entry
-(``path`` in the container, ``hostPath`` defaulting to ``path``) and every ``mounts`` entry
-(``containerPath``, ``hostPath``) becomes a symlink ``root/<container path>`` -> host path.
-``os.stat`` follows symlinks, so a character device of the mock node shows as one and a
-bind-mounted directory lists its files: enough for
-``dcu-dra verify --vdev-dir root/etc/vdev/docker --dev-dir root/dev``.
+container (``<vendor>/<class>=<name>``) into edits of the container's OCI spec.
+:func:`build_container_view` asks the runtime's own CDI code for those edits
+(:func:`dra_driver.testing.cdi_runtime.inject`: the CDI Go library as containerd calls it) and
+lays their file part out under a directory ``root``: every device node becomes a device node
+``root/<container path>`` with the type and numbers the library gave it (``os.mknod``, mode
+0o600), and every mount a symlink ``root/<destination>`` -> its source. ``os.stat`` follows
+symlinks, so a bind-mounted directory lists its files: enough for
+``dcu-dra verify --vdev-dir root/etc/vdev/docker --dev-dir root/dev``. The view keeps the
+runtime's whole answer (:attr:`ContainerView.container`: environment, cgroup rules, conflicts).
 
-Resolution follows the CDI Go library (``pkg/cdi``, ``Cache.InjectDevices``): for each ID in
-order, the spec-level ``containerEdits`` of its spec (once per spec, before its first device),
-then the device's own; a later entry for a container path replaces an earlier one, as the
-library's ``RemoveDevice``/``RemoveMount`` before each add does. Environment variables, hooks
-and other edits are not files and are left out.
+Only root can create device nodes, and without root a mock node's device nodes are plain files,
+which the CDI library refuses as device nodes ("failed to stat CDI host device ...: not a
+device node"). So without root (:func:`runtime_unavailable_reason`) the view falls back to
+:func:`resolve_paths`, dcu-dra's own model of the library, not the runtime's code, and every
+path, device nodes included, becomes a symlink to its host path.
 
-Test and demo tooling. :func:`resolve_paths` is pure; :func:`build_container_view` writes only
-under ``root`` and refuses any path that would lead outside it.
+Test and demo tooling. :func:`resolve_paths` is pure; :func:`build_container_view` and
+:func:`build_model_view` write only under ``root`` and refuse any path that would lead outside it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -30,6 +33,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dra_driver.errors import DriverError
+from dra_driver.testing import cdi_runtime
+from dra_driver.testing.cdi_runtime import CdiRuntimeError, DeviceNode, RuntimeContainer
 
 #: A CDI spec document as the plugin writes it (parsed JSON).
 SpecDocument = Mapping[str, Any]
@@ -57,6 +62,8 @@ class InjectedPath:
     kind: EditKind
     cdi_id: str
     """The CDI device ID whose injection brought it in."""
+    device: DeviceNode | None = None
+    """The runtime's device node (type, numbers); None for a mount, or from our model."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +72,8 @@ class ContainerView:
 
     root: Path
     paths: tuple[InjectedPath, ...]
+    container: RuntimeContainer | None = None
+    """What the CDI library gave the container; None: laid out from our model (not root)."""
 
     def at(self, container_path: str) -> Path:
         """Where ``container_path`` (``/etc/vdev/docker``) lies in the view."""
@@ -82,8 +91,25 @@ def parse_cdi_id(cdi_id: str) -> tuple[str, str]:
     return kind, name
 
 
+def runtime_unavailable_reason() -> str | None:
+    """Why container views cannot come from the CDI library on this machine; None if they can."""
+    if os.geteuid() == 0:
+        return None
+    return (
+        "not root: container views use dcu-dra's own model of CDI, not the runtime's CDI "
+        "library, which refuses the mock node's plain-file device nodes (only root makes real ones)"
+    )
+
+
 def resolve_paths(specs: Sequence[SpecDocument], cdi_ids: Sequence[str]) -> list[InjectedPath]:
-    """The device nodes and mounts the runtime injects for ``cdi_ids``, in injection order.
+    """Our model of the device nodes and mounts a runtime injects for ``cdi_ids``, in order.
+
+    This is dcu-dra's own reading of the CDI Go library, not the runtime's code: it is the
+    fallback of :func:`build_container_view` without root only (see the module docstring), and
+    :func:`dra_driver.testing.cdi_runtime.inject` is the reference. It models the resolution
+    order and replacement by container path, and nothing else: no spec validation, no
+    priorities between spec directories, no device numbers, no sorting of mounts, no
+    environment, cgroup rules or hooks.
 
     Pure. Each container path appears once, with its last definition. Raises
     ``ContainerViewError`` for a malformed ID, a kind no spec has, a device no spec of its kind
@@ -118,23 +144,62 @@ def resolve_paths(specs: Sequence[SpecDocument], cdi_ids: Sequence[str]) -> list
 
 
 def build_container_view(
-    root: Path, specs: Sequence[SpecDocument], cdi_ids: Sequence[str]
+    root: Path,
+    spec_dirs: Sequence[Path],
+    cdi_ids: Sequence[str],
+    *,
+    binary: Path | None = None,
 ) -> ContainerView:
     """Lay out under ``root`` (missing or empty) what the runtime shows a container.
 
-    Raises ``ContainerViewError`` as :func:`resolve_paths` does, for a non-empty ``root``, and
-    for a container path that would lead through an earlier symlink (out of ``root``) or
-    collide with a directory the view already needs.
+    ``spec_dirs`` are the runtime's CDI spec directories, lowest priority first. As root the
+    CDI library resolves the IDs (``binary``: cdi-inject, by default ``build/bin/cdi-inject``);
+    without root our model does (:func:`runtime_unavailable_reason`). Raises
+    ``ContainerViewError`` when the library (or the model) refuses a spec or an ID, for a
+    non-empty ``root``, and for a container path that would lead through an earlier symlink or
+    device node (out of ``root``) or collide with a directory the view already needs.
+    """
+    if runtime_unavailable_reason() is not None:
+        specs = [spec for spec_dir in spec_dirs for spec in read_spec_dir(spec_dir)]
+        return build_model_view(root, specs, cdi_ids)
+    try:
+        container = cdi_runtime.inject(spec_dirs, cdi_ids, binary=binary)
+    except CdiRuntimeError as exc:
+        # One line: the demo shows the first line of an error.
+        raise ContainerViewError("; ".join([exc.message, *exc.problems])) from exc
+    paths = [
+        *(
+            _injected(n.path, n.host_path, EditKind.DEVICE_NODE, n.cdi_id, device=n)
+            for n in container.device_nodes
+        ),
+        *(_injected(m.destination, m.source, EditKind.MOUNT, m.cdi_id) for m in container.mounts),
+    ]
+    _lay_out(root, paths)
+    return ContainerView(root=root, paths=tuple(paths), container=container)
+
+
+def build_model_view(
+    root: Path, specs: Sequence[SpecDocument], cdi_ids: Sequence[str]
+) -> ContainerView:
+    """Lay out under ``root`` what our model (:func:`resolve_paths`) says ``cdi_ids`` inject.
+
+    Every path is a symlink to its host path. Raises ``ContainerViewError`` as
+    :func:`resolve_paths` and :func:`build_container_view` do.
     """
     paths = resolve_paths(specs, cdi_ids)
+    _lay_out(root, paths)
+    return ContainerView(root=root, paths=tuple(paths))
+
+
+def _lay_out(root: Path, paths: Sequence[InjectedPath]) -> None:
+    """Create ``paths`` under ``root``: device nodes of the runtime as nodes, the rest as links."""
     if root.exists() and any(root.iterdir()):
         raise ContainerViewError(f"{root} is not empty: a container view needs a fresh directory")
     root.mkdir(parents=True, exist_ok=True)
-    real_root = root.resolve()
     # Shallow paths first, so a mount's parent directory exists before anything below it.
     for path in sorted(paths, key=lambda p: PurePosixPath(p.container_path).parts):
         link = root / path.container_path.lstrip("/")
-        if link.parent.resolve() != real_root / link.parent.relative_to(root):
+        if not _only_directories_above(root, link):
             raise ContainerViewError(
                 f"{path.container_path} (from {path.cdi_id}) lies inside another injected path "
                 "of the container; this view lays out only separate paths"
@@ -145,8 +210,39 @@ def build_container_view(
                 f"{path.container_path} (from {path.cdi_id}) is also a directory above other "
                 "injected paths; this view cannot show both"
             )
-        link.symlink_to(path.host_path)
-    return ContainerView(root=root, paths=tuple(paths))
+        if path.device is None:
+            link.symlink_to(path.host_path)
+        else:
+            _make_node(link, path.device)
+
+
+def _only_directories_above(root: Path, link: Path) -> bool:
+    """Whether every existing directory between ``root`` and ``link`` is a real one of the view.
+
+    A symlink there (a mounted directory) would lead onto the host, a device node cannot hold
+    anything.
+    """
+    current = root
+    for part in link.parent.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink() or (current.exists() and not current.is_dir()):
+            return False
+    return True
+
+
+def _make_node(path: Path, device: DeviceNode) -> None:
+    """A device node at ``path`` as the runtime gave it: its type and numbers, mode 0o600."""
+    if device.type == "p":
+        os.mkfifo(path, 0o600)
+        return
+    kind = stat.S_IFBLK if device.type == "b" else stat.S_IFCHR  # "c" and "u" (unbuffered)
+    try:
+        os.mknod(path, 0o600 | kind, os.makedev(device.major, device.minor))
+    except OSError as exc:
+        raise ContainerViewError(
+            f"cannot create device node {device.path} ({device.type} "
+            f"{device.major}:{device.minor}, from {device.cdi_id}) in the view: {exc}"
+        ) from exc
 
 
 def read_spec_dir(cdi_dir: Path) -> list[dict[str, Any]]:
@@ -194,7 +290,12 @@ def _paths_of(edits: Mapping[str, Any], cdi_id: str) -> Iterable[InjectedPath]:
 
 
 def _injected(
-    container_path: object, host_path: object, kind: EditKind, cdi_id: str
+    container_path: object,
+    host_path: object,
+    kind: EditKind,
+    cdi_id: str,
+    *,
+    device: DeviceNode | None = None,
 ) -> InjectedPath:
     inside = _absolute(container_path, "container path", kind, cdi_id)
     if ".." in PurePosixPath(inside).parts:
@@ -204,6 +305,7 @@ def _injected(
         host_path=_absolute(host_path, "host path", kind, cdi_id),
         kind=kind,
         cdi_id=cdi_id,
+        device=device,
     )
 
 

@@ -115,6 +115,8 @@ def test_plugin_with_bad_info_is_rejected_and_told_why(
         f"RegisterPlugin error -- plugin registration failed with err: {error}",
     )
     assert kubelet.registered_plugins() == []
+    # The kubelet records the attempt after it answers the plugin: wait for the record too.
+    wait_for(kubelet.registration_attempts, timeout_s=10, description="the attempt's record")
     attempt = kubelet.registration_attempts()[0]
     assert (attempt.accepted, attempt.info is not None) == (False, True)
 
