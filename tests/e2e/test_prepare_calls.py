@@ -36,7 +36,7 @@ from tests.e2e.conftest import (
 pytestmark = pytest.mark.e2e
 
 
-def test_a_claim_with_two_dcus_gets_both_in_one_vdev_dir(
+def test_a_claim_with_two_dcus_gets_both_in_its_vdev_dir(
     daemon_node: DaemonNodeFactory, kube: KubeClient, namespace: str
 ) -> None:
     daemon = daemon_node(devices=Z100_AND_K100)
@@ -56,9 +56,10 @@ def test_a_claim_with_two_dcus_gets_both_in_one_vdev_dir(
     ]
     assert all(d.HasField("share_id") for d in entry.devices)
     vdevs = read_vdev_dir(daemon.plugin.vdev_dir(ref.uid))
+    # Node-wide vdev numbers; device_id counts within each request ("a" and "b" hold one DCU).
     assert [(v.pci_bus_id, v.device_id, v.vdev_id, v.cu_count, v.memory_mib) for v in vdevs] == [
         ("0000:3b:00.0", 0, 0, 15, 4096),
-        ("0000:af:00.0", 1, 1, 60, 8192),
+        ("0000:af:00.0", 0, 1, 60, 8192),
     ]
     done = stub.NodeUnprepareResources(
         dra_v1_pb2.NodeUnprepareResourcesRequest(claims=[ref]), timeout=45
