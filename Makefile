@@ -41,9 +41,10 @@ fmt: $(VENV_STAMP) ## ruff format + autofix
 	$(BIN)/ruff format dra_driver tests bench proto
 	$(BIN)/ruff check --fix dra_driver tests bench proto
 
-lint: $(VENV_STAMP) ## ruff check and format --diff
+lint: $(VENV_STAMP) ## ruff check, format --diff and the import-layer contracts
 	$(BIN)/ruff check dra_driver tests bench proto
 	$(BIN)/ruff format --diff dra_driver tests bench proto
+	$(BIN)/lint-imports
 
 type: $(VENV_STAMP) ## mypy (strict on dra_driver)
 	$(BIN)/mypy
@@ -91,13 +92,13 @@ helm: ## Build the pinned helm into build/bin/helm from the Go module proxy
 	fi
 
 demo: $(VENV_STAMP) controlplane cdiruntime ## Two mock DCU nodes, the real plugin, every example pod (KEEP=1: stay up)
-	@$(PY) -m dra_driver.demo $(if $(KEEP),--keep)
+	@$(PY) -m dra_driver.tools.demo $(if $(KEEP),--keep)
 
 bench: $(VENV_STAMP) controlplane ## Benchmark the plugin against floors measured in the same run (QUICK=1: a few cycles)
 	@$(PY) -m bench.run $(if $(QUICK),--quick) --json build/bench.json
 
 golden: $(VENV_STAMP) ## Regenerate the reference CDI specs in cdi/ (review the diff)
-	DCU_DRA_UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_cdi_golden.py
+	DCU_DRA_UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/cdi/test_cdi_golden.py
 
 wheel: $(VENV_STAMP) ## Build build/dist/dcu_dra-<version>-py3-none-any.whl (the image's recipe)
 	@# A stale build/lib would leak deleted modules into the wheel; the image builds from scratch.
@@ -109,7 +110,7 @@ wheel: $(VENV_STAMP) ## Build build/dist/dcu_dra-<version>-py3-none-any.whl (the
 # needs only the standard library, so the host's python3 runs it and no venv is created.
 PYZ := build/dist/dcu-dra.pyz
 pyz: ## Build build/dist/dcu-dra.pyz, the one-file dcu-dra that runs `verify` in a container
-	@$(PYTHON) -m dra_driver.pyz $(PYZ)
+	@$(PYTHON) -m dra_driver.tools.pyz $(PYZ)
 
 image: ## Build the container image $(IMAGE) from deploy/container/Dockerfile (needs Docker)
 	@docker info >/dev/null 2>&1 || { echo "make image needs a running Docker engine (none found): 'docker info' failed; install Docker (https://docs.docker.com/engine/install/) and start it" >&2; exit 1; }

@@ -31,10 +31,10 @@ import grpc
 
 from bench.node import BenchError, BenchNode
 from bench.stats import p50
-from dra_driver.fsutil import write_atomically
-from dra_driver.kube import paths
+from dra_driver.cluster.kube import paths
 from dra_driver.kubeletplugin._pb import dra_v1_pb2, dra_v1_pb2_grpc
 from dra_driver.testing.waiting import wait_for
+from dra_driver.util.fsutil import write_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 #: Calls before measuring: connections, thread pools and caches warm up.

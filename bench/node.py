@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from dra_driver import DRIVER_NAME
-from dra_driver.devices import device_name_for
+from dra_driver.cluster.kube import AlreadyExists, KubeClient, KubeError, NotFound, paths
 from dra_driver.errors import DriverError
-from dra_driver.kube import AlreadyExists, KubeClient, KubeError, NotFound, paths
-from dra_driver.mock import MockConfig, create_mock_node, parse_config
+from dra_driver.node.devices import device_name_for
+from dra_driver.node.mock import MockConfig, create_mock_node, parse_config
 from dra_driver.testing.cluster import ControlPlane, unique_name
 from dra_driver.testing.fakekubelet import ClaimRef, PluginCallError
 from dra_driver.testing.fakekubelet.plugins import PluginManager

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from bench.node import READY_TIMEOUT_S, BenchError, BenchNode
-from dra_driver.kube import paths
+from dra_driver.cluster.kube import paths
 
 #: Idle time before reading memory: start-up garbage is collected, threads are parked.
 SETTLE_S = 1.0

@@ -310,7 +310,7 @@ def add_mock_fault(mock_sub: argparse._SubParsersAction[_Parser]) -> None:
 
 def add_health_flags(plugin: argparse.ArgumentParser) -> None:
     """Device health checks (issue 7 item 1)."""
-    from dra_driver.health import DEFAULT_CHECK_INTERVAL_S
+    from dra_driver.node.health import DEFAULT_CHECK_INTERVAL_S
 
     plugin.add_argument(
         "--health-interval",
@@ -344,9 +344,10 @@ def add_endpoint_flags(plugin: argparse.ArgumentParser) -> None:
 def run_kubelet_plugin(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Validate the daemon's flags (a bad one is a usage error) and run it."""
     started_at = time.monotonic()
-    from dra_driver import daemon, logs
+    from dra_driver import daemon
+    from dra_driver.cluster.slices import Sharing
     from dra_driver.config import ConfigError, PluginConfig
-    from dra_driver.slices import Sharing
+    from dra_driver.util import logs
 
     config = PluginConfig(
         node_name=args.node_name,
@@ -377,7 +378,7 @@ def run_kubelet_plugin(args: argparse.Namespace, parser: argparse.ArgumentParser
 
 def add_verify(sub: argparse._SubParsersAction[_Parser]) -> None:
     """``dcu-dra verify``: run inside a container to check the DCU share it got."""
-    from dra_driver.verify import DEFAULT_DEV_DIR, DEFAULT_SYS_DIR, DEFAULT_VDEV_DIR
+    from dra_driver.tools.verify import DEFAULT_DEV_DIR, DEFAULT_SYS_DIR, DEFAULT_VDEV_DIR
 
     verify = sub.add_parser(
         "verify",
@@ -421,7 +422,7 @@ def run_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     """Print the verification report; 0 when every check passes, 1 otherwise."""
     import json
 
-    from dra_driver import verify
+    from dra_driver.tools import verify
 
     if not args.dev_dir.is_dir():
         parser.exit(
@@ -483,7 +484,7 @@ def add_convert(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 def run_convert(args: argparse.Namespace) -> int:
     """Print the converted manifests; 0 on success, 1 on bad input, 2 on bad flags."""
-    from dra_driver import convert
+    from dra_driver.tools import convert
 
     try:
         options = convert.ConvertOptions(
@@ -573,7 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out=out,
             )
         if args.command == "mock" and args.mock_command == "fault":
-            from dra_driver.mock.fault import fault_command
+            from dra_driver.node.mock.fault import fault_command
 
             return fault_command(root=args.root, device=args.device, kind=args.kind, out=out)
     except DriverError as exc:

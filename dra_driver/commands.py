@@ -11,11 +11,13 @@ import logging
 from pathlib import Path
 from typing import TextIO
 
-from dra_driver import cdi, cdi_validate, hysmi
-from dra_driver.devices import DcuDevice, Inventory, discover
+from dra_driver.cdi import spec as cdi
+from dra_driver.cdi import validate as cdi_validate
 from dra_driver.errors import DriverError
-from dra_driver.mock import DEFAULT_CONFIG, create_mock_node, load_config
-from dra_driver.mock.node import DeviceNodeKind
+from dra_driver.node import hysmi
+from dra_driver.node.devices import DcuDevice, Inventory, discover
+from dra_driver.node.mock import DEFAULT_CONFIG, create_mock_node, load_config
+from dra_driver.node.mock.layout import DeviceNodeKind
 
 logger = logging.getLogger(__name__)
 

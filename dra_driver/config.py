@@ -7,8 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dra_driver import DRIVER_NAME
-from dra_driver.health import DEFAULT_CHECK_INTERVAL_S, MAX_CHECK_INTERVAL_S, MIN_CHECK_INTERVAL_S
-from dra_driver.slices import Sharing
+from dra_driver.cluster.slices import Sharing
+from dra_driver.node.health import (
+    DEFAULT_CHECK_INTERVAL_S,
+    MAX_CHECK_INTERVAL_S,
+    MIN_CHECK_INTERVAL_S,
+)
 
 DEFAULT_REGISTRAR_DIR = Path("/var/lib/kubelet/plugins_registry")
 DEFAULT_PLUGINS_DIR = Path("/var/lib/kubelet/plugins")

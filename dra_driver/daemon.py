@@ -19,19 +19,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol, runtime_checkable
 
-from dra_driver.checkpoint import ClaimEntry
-from dra_driver.claimstatus import ClaimStatusReporter, StatusReportingPlugin
+from dra_driver.cluster.claimstatus import ClaimStatusReporter, StatusReportingPlugin
+from dra_driver.cluster.kube.client import KubeClient
+from dra_driver.cluster.orphans import OrphanCleaner
+from dra_driver.cluster.publisher import SlicePublisher
+from dra_driver.cluster.slices import build_pool, health_taints
 from dra_driver.config import PluginConfig
-from dra_driver.devices import Inventory, discover
-from dra_driver.driver import Plugin
-from dra_driver.fsutil import PRIVATE_DIR_MODE, PUBLIC_DIR_MODE, ensure_directory
-from dra_driver.health import DeviceHealth, HealthBoard, HealthMonitor
-from dra_driver.kube.client import KubeClient
 from dra_driver.kubeletplugin.plugin_server import KubeletPluginServer, claim_getter
-from dra_driver.model import ClaimUID
-from dra_driver.orphans import OrphanCleaner
-from dra_driver.publisher import SlicePublisher
-from dra_driver.slices import build_pool, health_taints
+from dra_driver.node.devices import Inventory, discover
+from dra_driver.node.health import DeviceHealth, HealthBoard, HealthMonitor
+from dra_driver.prepare.checkpoint import ClaimEntry
+from dra_driver.prepare.driver import Plugin
+from dra_driver.prepare.model import ClaimUID
+from dra_driver.util.fsutil import PRIVATE_DIR_MODE, PUBLIC_DIR_MODE, ensure_directory
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +43,19 @@ SHUTDOWN_GRACE_S = 20.0
 
 
 def build_dcu_plugin(inventory: Inventory, config: PluginConfig) -> Plugin:
-    """The real core: ``state.DcuPlugin`` (imported here, only when the daemon runs)."""
-    from dra_driver.state import DcuPlugin
+    """The real core, ``prepare.plugin.DcuPlugin``, recovered (imported only when it runs)."""
+    from dra_driver.prepare.plugin import DcuPlugin, read_boot_id
 
-    return DcuPlugin.from_config(inventory, config)
+    plugin = DcuPlugin(
+        inventory,
+        driver_name=config.driver_name,
+        node_name=config.node_name,
+        data_dir=config.data_dir,
+        cdi_dir=config.cdi_dir,
+        boot_id=read_boot_id(config.boot_id_file),
+    )
+    plugin.recover()
+    return plugin
 
 
 def prepare_directories(config: PluginConfig) -> None:
@@ -191,7 +200,7 @@ def start_endpoints(
 
             from dra_driver import metrics
             from dra_driver.config import parse_listen_address
-            from dra_driver.state import DcuPlugin
+            from dra_driver.prepare.plugin import DcuPlugin
 
             # A "<counter>_created" timestamp series beside every counter and histogram only
             # doubles what Prometheus stores; the switch is process-wide, which is fine here.

@@ -30,17 +30,17 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from dra_driver.devices import DcuDevice, DeviceName
+from dra_driver.cluster.kube.errors import ApiError, ConnectionFailed, KubeError
 from dra_driver.errors import DriverError
-from dra_driver.health import HealthStatus, UnhealthyReason
-from dra_driver.kube.errors import ApiError, ConnectionFailed, KubeError
 from dra_driver.kubeletplugin.servicer import DraMethod, FailureReason
+from dra_driver.node.devices import DcuDevice, DeviceName
+from dra_driver.node.health import HealthStatus, UnhealthyReason
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from dra_driver.health import DeviceHealth
-    from dra_driver.state import DeviceUsage
+    from dra_driver.node.health import DeviceHealth
+    from dra_driver.prepare.plugin import DeviceUsage
 
 logger = logging.getLogger(__name__)
 

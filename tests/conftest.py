@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from dra_driver.cdi_validate import BUNDLED_SCHEMA_DIR
-from dra_driver.mock import DEFAULT_CONFIG, MockConfig, create_mock_node, parse_config
+from dra_driver.cdi.validate import BUNDLED_SCHEMA_DIR
+from dra_driver.node.mock import DEFAULT_CONFIG, MockConfig, create_mock_node, parse_config
 from dra_driver.testing.cluster import CONTROLPLANE_BINARY, ControlPlane, ControlPlaneError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-#: The official CDI schema, as the package ships it (dra_driver/schemas/cdi).
+#: The official CDI schema, as the package ships it (dra_driver/cdi/schema).
 CDI_SCHEMA_DIR = BUNDLED_SCHEMA_DIR
 
 

@@ -407,7 +407,8 @@ def test_kubelet_plugin_makes_relative_paths_absolute(
     """Regression: relative --root, --cdi-dir, --plugin-data-dir and --registrar-dir were
     refused; like ``cdi generate --root`` they are this process's view, so they are resolved
     (and a relative path never reaches a CDI spec or the kubelet)."""
-    from dra_driver import daemon, logs
+    from dra_driver import daemon
+    from dra_driver.util import logs
 
     ran: list[PluginConfig] = []
 

@@ -321,11 +321,11 @@ def test_wheel_is_named_for_the_project_version_and_holds_the_package_data(
     files = [p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     wanted = {p.relative_to(REPO_ROOT).as_posix() for p in files}
     for data in (
-        "dra_driver/schemas/dcuconfig.v1alpha1.json",
-        "dra_driver/schemas/cdi/schema.json",
-        "dra_driver/schemas/cdi/defs.json",
-        "dra_driver/schemas/cdi/README.md",
-        "dra_driver/mock/hy_smi_template.py",
+        "dra_driver/vdcu/schemas/dcuconfig.v1alpha1.json",
+        "dra_driver/cdi/schema/schema.json",
+        "dra_driver/cdi/schema/defs.json",
+        "dra_driver/cdi/schema/README.md",
+        "dra_driver/node/mock/hy_smi_template.py",
     ):
         assert data in wanted, f"{data} moved: update this test"
     assert wanted <= names, sorted(wanted - names)
@@ -429,7 +429,7 @@ def test_installed_mock_hy_smi_reports_the_node(image: InstalledImage, tmp_path:
 def test_installed_package_loads_its_opaque_config_schema(
     image: InstalledImage, tmp_path: Path
 ) -> None:
-    code = "import json; from dra_driver import opaque; print(json.dumps(opaque.schema()))"
+    code = "import json; from dra_driver.vdcu import opaque; print(json.dumps(opaque.schema()))"
     done = subprocess.run(
         [str(image.venv / "bin/python"), "-c", code],
         capture_output=True,
@@ -439,5 +439,5 @@ def test_installed_package_loads_its_opaque_config_schema(
         check=False,
     )
     assert done.returncode == 0, done
-    shipped = REPO_ROOT / "dra_driver/schemas/dcuconfig.v1alpha1.json"
+    shipped = REPO_ROOT / "dra_driver/vdcu/schemas/dcuconfig.v1alpha1.json"
     assert json.loads(done.stdout) == json.loads(shipped.read_text())

@@ -37,11 +37,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dra_driver import DRIVER_NAME, cdi
-from dra_driver.checkpoint import CHECKPOINT_FILE
-from dra_driver.devices import discover
+from dra_driver import DRIVER_NAME
+from dra_driver.cdi import spec as cdi
+from dra_driver.cluster.kube.errors import NotFound
 from dra_driver.errors import ClaimConfigError, ClaimError, DriverError, quoted
-from dra_driver.kube.errors import NotFound
 from dra_driver.kubeletplugin._pb import dra_v1_pb2, dra_v1_pb2_grpc
 from dra_driver.kubeletplugin.claims import check_claim_ref, claim_from_json
 from dra_driver.kubeletplugin.plugin_server import KubeletPluginServer
@@ -51,10 +50,12 @@ from dra_driver.kubeletplugin.servicer import (
     DraService,
     RequestedClaim,
 )
-from dra_driver.mock import create_mock_node
-from dra_driver.model import Claim, ClaimRef, ClaimUID, PrepareResult
-from dra_driver.opaque import API_VERSION, KIND, MAX_PARAMETERS_BYTES, decode_parameters
-from dra_driver.state import VDEV_SUBDIR, DcuPlugin, claim_kind
+from dra_driver.node.devices import discover
+from dra_driver.node.mock import create_mock_node
+from dra_driver.prepare.checkpoint import CHECKPOINT_FILE
+from dra_driver.prepare.model import Claim, ClaimRef, ClaimUID, PrepareResult
+from dra_driver.prepare.plugin import VDEV_SUBDIR, DcuPlugin, claim_kind
+from dra_driver.vdcu.opaque import API_VERSION, KIND, MAX_PARAMETERS_BYTES, decode_parameters
 
 #: The DCUs of the default mock node (2x Z100, 1x K100_AI), by device name.
 Z100_A, Z100_B, K100 = "dcu-0000-3b-00-0", "dcu-0000-5e-00-0", "dcu-0000-af-00-0"

@@ -180,7 +180,9 @@ def value(flag):
 if tool == "docker" and args == ["info"]:
     sys.exit(int(os.environ.get("FAKE_DOCKER_INFO_RC", "0")))
 if tool == "make" and args == ["pyz"]:
-    subprocess.run([sys.executable, "-m", "dra_driver.pyz", "build/dist/dcu-dra.pyz"], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "dra_driver.tools.pyz", "build/dist/dcu-dra.pyz"], check=True
+    )
 if tool == "kind" and args == ["get", "clusters"]:
     print(os.environ.get("FAKE_CLUSTERS", ""))
 if tool == "kubectl":

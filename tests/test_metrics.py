@@ -20,17 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dra_driver import cli
-from dra_driver.config import ConfigError, PluginConfig, parse_listen_address
-from dra_driver.devices import discover
-from dra_driver.errors import AllocationError, CheckpointCorruptError, ClaimConfigError
-from dra_driver.health import (
-    DeviceHealth,
-    HealthBoard,
-    HealthMonitor,
-    HealthStatus,
-    UnhealthyReason,
-)
-from dra_driver.kube.errors import (
+from dra_driver.cluster.kube.errors import (
     ApiError,
     ConnectionFailed,
     Forbidden,
@@ -38,6 +28,11 @@ from dra_driver.kube.errors import (
     ServerError,
     api_error,
 )
+from dra_driver.cluster.orphans import OrphanCleaner
+from dra_driver.cluster.publisher import SlicePublisher
+from dra_driver.cluster.slices import Sharing, build_pool
+from dra_driver.config import ConfigError, PluginConfig, parse_listen_address
+from dra_driver.errors import AllocationError, CheckpointCorruptError, ClaimConfigError
 from dra_driver.kubeletplugin.plugin_server import KubeletPluginServer
 from dra_driver.kubeletplugin.servicer import DraMethod, FailureReason, failure_reason
 from dra_driver.metrics import (
@@ -51,11 +46,16 @@ from dra_driver.metrics import (
     observe_publish_errors,
     publish_failure,
 )
-from dra_driver.mock.fault import inject_fault
-from dra_driver.orphans import OrphanCleaner
-from dra_driver.publisher import SlicePublisher
-from dra_driver.slices import Sharing, build_pool
-from dra_driver.state import DcuPlugin
+from dra_driver.node.devices import discover
+from dra_driver.node.health import (
+    DeviceHealth,
+    HealthBoard,
+    HealthMonitor,
+    HealthStatus,
+    UnhealthyReason,
+)
+from dra_driver.node.mock.fault import inject_fault
+from dra_driver.prepare.plugin import DcuPlugin
 from tests.kubeletplugin.test_servicer import (
     FakeClaims,
     FakePlugin,
@@ -64,7 +64,7 @@ from tests.kubeletplugin.test_servicer import (
     uid,
     unprepare,
 )
-from tests.test_state import K100, NODE, Z100_A, Z100_B, Node, claim, share
+from tests.prepare.test_plugin import K100, NODE, Z100_A, Z100_B, Node, claim, share
 
 MIB = 2**20
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -2,7 +2,7 @@
 
 No project file may read or name the build machine's shared folder (the reference notes and
 the CDI schema a developer may have next to the checkout): the schema is vendored into
-``dra_driver/schemas/cdi/``, and docstrings cite upstream sources, not local copies of notes.
+``dra_driver/cdi/schema/``, and docstrings cite upstream sources, not local copies of notes.
 """
 
 from __future__ import annotations

@@ -20,12 +20,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeGuard
 
-from dra_driver.devices import DeviceName
+from dra_driver.cluster.slices import CORES, MEMORY, VDEVICES
 from dra_driver.errors import ClaimConfigError, ClaimError, quoted
-from dra_driver.model import AllocatedShare, Claim, ClaimRef, ClaimUID, is_uuid
-from dra_driver.opaque import OpaqueConfig, decode_configs, effective_config
-from dra_driver.quantity import parse_integral_quantity
-from dra_driver.slices import CORES, MEMORY, VDEVICES
+from dra_driver.node.devices import DeviceName
+from dra_driver.prepare.model import AllocatedShare, Claim, ClaimRef, ClaimUID, is_uuid
+from dra_driver.util.quantity import parse_integral_quantity
+from dra_driver.vdcu.opaque import OpaqueConfig, decode_configs, effective_config
 
 #: Device names and namespaces are DNS labels (the API validates them); device names end up in
 #: CDI names.

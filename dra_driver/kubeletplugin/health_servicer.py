@@ -13,7 +13,7 @@ versions have the same messages, so one implementation serves both. Each stream:
 - ends cleanly (status OK) when the service closes at shutdown, and frees its worker thread
   as soon as the kubelet goes away.
 
-Plumbing only: what "healthy" means is ``dra_driver.health``.
+Plumbing only: what "healthy" means is ``dra_driver.node.health``.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from typing import Any
 
 import grpc
 
-from dra_driver.health import DeviceHealth, HealthBoard, HealthStatus
 from dra_driver.kubeletplugin._pb import (
     dra_health_v1_pb2,
     dra_health_v1_pb2_grpc,
     dra_health_v1alpha1_pb2,
     dra_health_v1alpha1_pb2_grpc,
 )
+from dra_driver.node.health import DeviceHealth, HealthBoard, HealthStatus
 
 logger = logging.getLogger(__name__)
 

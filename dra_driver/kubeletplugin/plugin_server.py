@@ -29,9 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dra_driver.driver import Plugin
-from dra_driver.health import HealthBoard
-from dra_driver.kube import KubeClient, paths
+from dra_driver.cluster.kube import KubeClient, paths
 from dra_driver.kubeletplugin.health_servicer import (
     MAX_STREAMS,
     HealthService,
@@ -56,6 +54,8 @@ from dra_driver.kubeletplugin.servicer import (
     DraService,
     add_dra_services,
 )
+from dra_driver.node.health import HealthBoard
+from dra_driver.prepare.driver import Plugin
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 
 from dra_driver.errors import DriverError
-from dra_driver.fsutil import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
+from dra_driver.util.fsutil import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 
 logger = logging.getLogger(__name__)
 

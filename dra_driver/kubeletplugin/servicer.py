@@ -43,7 +43,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import grpc
 from google.protobuf.message import DecodeError
 
-from dra_driver.driver import Plugin
+from dra_driver.cluster.kube.errors import AnswerTooDeepError, NotFound
 from dra_driver.errors import (
     AllocationError,
     CheckpointError,
@@ -51,8 +51,6 @@ from dra_driver.errors import (
     ClaimError,
     DriverError,
 )
-from dra_driver.fsutil import PRIVATE_FILE_MODE
-from dra_driver.kube.errors import AnswerTooDeepError, NotFound
 from dra_driver.kubeletplugin._pb import (
     dra_v1_pb2,
     dra_v1_pb2_grpc,
@@ -60,7 +58,9 @@ from dra_driver.kubeletplugin._pb import (
     dra_v1beta1_pb2_grpc,
 )
 from dra_driver.kubeletplugin.claims import check_claim_ref, claim_from_json, describe_claim
-from dra_driver.model import Claim, ClaimRef, ClaimUID, PrepareResult
+from dra_driver.prepare.driver import Plugin
+from dra_driver.prepare.model import Claim, ClaimRef, ClaimUID, PrepareResult
+from dra_driver.util.fsutil import PRIVATE_FILE_MODE
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
+from dra_driver.cluster.kube import AlreadyExists, ApiError, KubeClient, NotFound, paths
 from dra_driver.errors import DriverError
-from dra_driver.kube import AlreadyExists, ApiError, KubeClient, NotFound, paths
 from dra_driver.testing.fakekubelet import objects
 from dra_driver.testing.processes import dies_with_parent
 from dra_driver.testing.waiting import wait_for
@@ -230,7 +230,7 @@ def apply_yaml(
 ) -> list[dict[str, Any]]:
     """Create every object of a multi-document YAML string, in order; returns what was created.
 
-    Supports the kinds in :data:`dra_driver.kube.paths.KINDS` (Namespace, Node, Pod,
+    Supports the kinds in :data:`dra_driver.cluster.kube.paths.KINDS` (Namespace, Node, Pod,
     DeviceClass, ResourceClaim(Template), ResourceSlice, ValidatingAdmissionPolicy(+Binding),
     ServiceAccount, ClusterRole(+Binding), DaemonSet, ...).
     """

@@ -9,10 +9,10 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from dra_driver.devices import DeviceName, discover
 from dra_driver.errors import DriverError
-from dra_driver.model import AllocatedShare, Claim, ClaimRef, ClaimUID, PrepareResult
-from dra_driver.state import DcuPlugin
+from dra_driver.node.devices import DeviceName, discover
+from dra_driver.prepare.model import AllocatedShare, Claim, ClaimRef, ClaimUID, PrepareResult
+from dra_driver.prepare.plugin import DcuPlugin
 
 NODE = "node-a"
 DRIVER = "dcu.hygon.com"

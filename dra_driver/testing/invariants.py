@@ -25,21 +25,21 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from dra_driver.allocator import EMPTY_MASK, CuMask
-from dra_driver.checkpoint import (
+from dra_driver.errors import DriverError
+from dra_driver.node.devices import Inventory
+from dra_driver.prepare.checkpoint import (
     CHECKPOINT_FILE,
     Checkpoint,
     ClaimEntry,
     ClaimState,
     PreparedShare,
 )
-from dra_driver.checkpoint import load as load_checkpoint
-from dra_driver.devices import Inventory
-from dra_driver.errors import DriverError
-from dra_driver.model import ClaimUID
-from dra_driver.state import VDEV_SUBDIR
+from dra_driver.prepare.checkpoint import load as load_checkpoint
+from dra_driver.prepare.model import ClaimUID
+from dra_driver.prepare.plugin import VDEV_SUBDIR
 from dra_driver.testing.plugin_process import PluginProcess
-from dra_driver.vdev import VdevConfig, VdevError, read_vdev_dir, vdev_file_name
+from dra_driver.vdcu.allocator import EMPTY_MASK, CuMask
+from dra_driver.vdcu.vdev import VdevConfig, VdevError, read_vdev_dir, vdev_file_name
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,12 +23,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dra_driver import DRIVER_NAME, cdi
-from dra_driver.checkpoint import CHECKPOINT_FILE
+from dra_driver import DRIVER_NAME
+from dra_driver.cdi import spec as cdi
+from dra_driver.cluster.kube import KubeClient, paths
 from dra_driver.errors import DriverError
-from dra_driver.kube import KubeClient, paths
 from dra_driver.kubeletplugin.plugin_server import DRA_SOCKET_NAME
-from dra_driver.state import VDEV_SUBDIR, claim_kind
+from dra_driver.prepare.checkpoint import CHECKPOINT_FILE
+from dra_driver.prepare.plugin import VDEV_SUBDIR, claim_kind
 from dra_driver.testing.processes import dies_with_parent
 from dra_driver.testing.waiting import wait_for
 

@@ -26,10 +26,10 @@ import pytest
 import yaml
 
 from dra_driver import cli
-from dra_driver.devices import HYGON_VENDOR_ID, discover
-from dra_driver.kube import ApiError, KubeClient, paths
+from dra_driver.cluster.kube import ApiError, KubeClient, paths
 from dra_driver.kubeletplugin.liveness import CHECKED_SERVICES, PROBE_TIMEOUT_S
-from dra_driver.mock import DEFAULT_CONFIG, MockConfig, parse_config
+from dra_driver.node.devices import HYGON_VENDOR_ID, discover
+from dra_driver.node.mock import DEFAULT_CONFIG, MockConfig, parse_config
 from dra_driver.testing.cluster import (
     ControlPlane,
     create_namespace,

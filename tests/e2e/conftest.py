@@ -40,9 +40,9 @@ import pytest
 import yaml
 
 from dra_driver import DRIVER_NAME
-from dra_driver.kube import ApiError, KubeClient, KubeError, NotFound, paths
+from dra_driver.cluster.kube import ApiError, KubeClient, KubeError, NotFound, paths
 from dra_driver.kubeletplugin._pb import dra_v1_pb2, dra_v1_pb2_grpc
-from dra_driver.mock import DEFAULT_CONFIG, create_mock_node, parse_config
+from dra_driver.node.mock import DEFAULT_CONFIG, create_mock_node, parse_config
 from dra_driver.testing.cluster import (
     ControlPlane,
     create_namespace,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dra_driver.kube import KubeClient, paths
+from dra_driver.cluster.kube import KubeClient, paths
 from dra_driver.testing.cluster import (
     apply_yaml,
     create_object,

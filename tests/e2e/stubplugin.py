@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from dra_driver.kube import KubeClient, NotFound, paths
+from dra_driver.cluster.kube import KubeClient, NotFound, paths
 from dra_driver.kubeletplugin._pb import (
     dra_v1_pb2,
     dra_v1_pb2_grpc,

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from dra_driver.kube import (
+from dra_driver.cluster.kube import (
     ApiError,
     Forbidden,
     Invalid,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from dra_driver import DRIVER_NAME
-from dra_driver.kube import KubeClient, paths
+from dra_driver.cluster.kube import KubeClient, paths
 from dra_driver.testing.cluster import ControlPlane, load_yaml, temporary_objects
 from dra_driver.testing.waiting import wait_for
 from tests.e2e.conftest import (

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from dra_driver.kube import KubeClient, paths
+from dra_driver.cluster.kube import KubeClient, paths
 from dra_driver.testing.cluster import (
     allocation_results,
     is_pod_running,

@@ -1,4 +1,4 @@
-"""``make demo`` end to end: ``python -m dra_driver.demo`` as a subprocess, exactly as make runs it.
+"""``make demo`` end to end: ``python -m dra_driver.tools.demo`` as a subprocess, as make runs it.
 
 The demo starts its own control plane (it cannot share the session's), two nodes with the real
 plugin, and every pod of deploy/examples/. What its table must show is derived from the example
@@ -21,21 +21,22 @@ from typing import Any
 
 import pytest
 
-from dra_driver import DRIVER_NAME, cdi_validate
-from dra_driver.demo.table import HEADER
-from dra_driver.devices import DcuDevice, discover
-from dra_driver.kube import KubeClient, paths
-from dra_driver.mock import create_mock_node
-from dra_driver.quantity import parse_integral_quantity
+from dra_driver import DRIVER_NAME
+from dra_driver.cdi import validate as cdi_validate
+from dra_driver.cluster.kube import KubeClient, paths
+from dra_driver.node.devices import DcuDevice, discover
+from dra_driver.node.mock import create_mock_node
 from dra_driver.testing.cluster import CONTROLPLANE_BINARY, REPO_ROOT, is_pod_running, load_yaml
 from dra_driver.testing.waiting import wait_for
-from dra_driver.vdev import parse_vdev
+from dra_driver.tools.demo.table import HEADER
+from dra_driver.util.quantity import parse_integral_quantity
+from dra_driver.vdcu.vdev import parse_vdev
 from tests.conftest import CDI_SCHEMA_DIR
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 EXAMPLES = sorted((REPO_ROOT / "deploy" / "examples").glob("*.yaml"))
-DEMO = [sys.executable, "-m", "dra_driver.demo"]
+DEMO = [sys.executable, "-m", "dra_driver.tools.demo"]
 UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 #: The whole run takes ~15 s on a 2-core machine; the promise to newcomers is under a minute.
 DEMO_BUDGET_S = 60.0

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dra_driver.kube import KubeClient, NotFound, paths
+from dra_driver.cluster.kube import KubeClient, NotFound, paths
 from dra_driver.testing.cluster import (
     REPO_ROOT,
     ControlPlane,

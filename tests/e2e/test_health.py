@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from dra_driver import DRIVER_NAME
-from dra_driver.kube import KubeClient, NotFound, paths
+from dra_driver.cluster.kube import KubeClient, NotFound, paths
 from dra_driver.kubeletplugin._pb import dra_health_v1_pb2, dra_health_v1_pb2_grpc
 from dra_driver.testing.cluster import apply_yaml, wait_for_pod_running
 from dra_driver.testing.waiting import wait_for

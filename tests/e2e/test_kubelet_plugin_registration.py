@@ -20,11 +20,11 @@ import pytest
 
 from dra_driver import DRIVER_NAME, daemon
 from dra_driver.config import PluginConfig
-from dra_driver.devices import Inventory
 from dra_driver.errors import DriverError
 from dra_driver.kubeletplugin._pb import dra_v1_pb2, dra_v1_pb2_grpc
-from dra_driver.mock import create_mock_node, parse_config
-from dra_driver.model import Claim, ClaimRef, ClaimUID, PrepareResult
+from dra_driver.node.devices import Inventory
+from dra_driver.node.mock import create_mock_node, parse_config
+from dra_driver.prepare.model import Claim, ClaimRef, ClaimUID, PrepareResult
 from dra_driver.testing.cluster import ControlPlane
 from dra_driver.testing.waiting import wait_for
 from tests.e2e.conftest import ONE_Z100, DcuNodeFactory, FakeKubeletFactory

@@ -20,7 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from dra_driver.kube import KubeClient, paths
+from dra_driver.cluster.kube import KubeClient, paths
 from dra_driver.kubeletplugin._pb import dra_v1_pb2, dra_v1_pb2_grpc
 from dra_driver.testing.waiting import wait_for
 from tests.e2e.conftest import (

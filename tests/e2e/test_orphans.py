@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dra_driver.kube import Conflict, KubeClient, NotFound, paths
+from dra_driver.cluster.kube import Conflict, KubeClient, NotFound, paths
 from dra_driver.testing.cluster import unique_name
 from dra_driver.testing.plugin_process import PluginProcess
 from dra_driver.testing.waiting import wait_for

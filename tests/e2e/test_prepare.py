@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from dra_driver import DRIVER_NAME
-from dra_driver.kube import KubeClient, paths
-from dra_driver.state import VDEV_SUBDIR, claim_kind
+from dra_driver.cluster.kube import KubeClient, paths
+from dra_driver.prepare.plugin import VDEV_SUBDIR, claim_kind
 from dra_driver.testing.cluster import (
     apply_yaml,
     pod_claims,
@@ -27,7 +27,7 @@ from dra_driver.testing.cluster import (
     wait_for_pod_running,
 )
 from dra_driver.testing.waiting import wait_for
-from dra_driver.vdev import VdevConfig, check_pipe_ids_unique, parse_vdev, read_vdev_dir
+from dra_driver.vdcu.vdev import VdevConfig, check_pipe_ids_unique, parse_vdev, read_vdev_dir
 from tests.e2e.conftest import DcuNode, DcuNodeFactory, pinned_pod
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("device_classes")]

@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from dra_driver import checkpoint
-from dra_driver.kube import KubeClient
+from dra_driver.cluster.kube import KubeClient
 from dra_driver.kubeletplugin._pb import (
     dra_v1_pb2,
     dra_v1_pb2_grpc,
     dra_v1beta1_pb2,
     dra_v1beta1_pb2_grpc,
 )
-from dra_driver.vdev import read_vdev_dir
+from dra_driver.prepare import checkpoint
+from dra_driver.vdcu.vdev import read_vdev_dir
 from tests.e2e.conftest import (
     K100,
     Z100_A,

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from dra_driver import DRIVER_NAME
-from dra_driver.devices import DeviceName, discover
-from dra_driver.kube import KubeClient, paths
-from dra_driver.mock import create_mock_node, parse_config
-from dra_driver.publisher import SlicePublisher
-from dra_driver.slices import Sharing, build_pool
+from dra_driver.cluster.kube import KubeClient, paths
+from dra_driver.cluster.publisher import SlicePublisher
+from dra_driver.cluster.slices import Sharing, build_pool
+from dra_driver.node.devices import DeviceName, discover
+from dra_driver.node.mock import create_mock_node, parse_config
 from dra_driver.testing.cluster import ControlPlane, apply_yaml, unique_name
 from dra_driver.testing.fakekubelet import FakeKubelet
 from dra_driver.testing.plugin_process import PluginProcess

@@ -22,14 +22,14 @@ from typing import Any
 import pytest
 
 from dra_driver import DRIVER_NAME
-from dra_driver.kube import KubeClient
+from dra_driver.cluster.kube import KubeClient
 from dra_driver.kubeletplugin.plugin_server import dra_socket_name, registration_socket_name
-from dra_driver.mock import create_mock_node
+from dra_driver.node.mock import create_mock_node
 from dra_driver.testing.cluster import ControlPlane
 from dra_driver.testing.fakekubelet import ClaimRef, FakeKubelet, PluginCallError
 from dra_driver.testing.plugin_process import PluginProcess
 from dra_driver.testing.waiting import wait_for
-from dra_driver.vdev import VdevConfig, check_pipe_ids_unique, read_vdev_dir
+from dra_driver.vdcu.vdev import VdevConfig, check_pipe_ids_unique, read_vdev_dir
 from tests.e2e.conftest import (
     K100,
     Z100_A,

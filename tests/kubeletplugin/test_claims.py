@@ -10,12 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dra_driver.allocator import Layout
-from dra_driver.devices import DeviceName
 from dra_driver.errors import ClaimConfigError, ClaimError, DriverError
 from dra_driver.kubeletplugin.claims import check_claim_uid, claim_from_json
-from dra_driver.model import AllocatedShare, Claim, ClaimRef, ClaimUID, DcuConfig
-from dra_driver.opaque import API_VERSION, KIND
+from dra_driver.node.devices import DeviceName
+from dra_driver.prepare.model import AllocatedShare, Claim, ClaimRef, ClaimUID
+from dra_driver.vdcu.allocator import Layout
+from dra_driver.vdcu.opaque import API_VERSION, KIND, DcuConfig
 
 DRIVER = "dcu.hygon.com"
 NODE = "node-a"

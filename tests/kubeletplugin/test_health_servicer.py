@@ -16,8 +16,6 @@ from typing import Any
 import grpc
 import pytest
 
-from dra_driver.devices import DeviceName
-from dra_driver.health import DeviceHealth, HealthBoard, HealthStatus, UnhealthyReason
 from dra_driver.kubeletplugin._pb import (
     dra_health_v1_pb2,
     dra_health_v1_pb2_grpc,
@@ -35,6 +33,8 @@ from dra_driver.kubeletplugin.health_servicer import (
 )
 from dra_driver.kubeletplugin.plugin_server import KubeletPluginServer
 from dra_driver.kubeletplugin.server import UnixSocketServer
+from dra_driver.node.devices import DeviceName
+from dra_driver.node.health import DeviceHealth, HealthBoard, HealthStatus, UnhealthyReason
 from tests.kubeletplugin.test_servicer import DRIVER, NODE, FakeClaims, FakePlugin
 
 TIMEOUT_S = 10

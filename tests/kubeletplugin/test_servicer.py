@@ -25,9 +25,8 @@ from typing import Any
 import grpc
 import pytest
 
-from dra_driver.devices import DeviceName
+from dra_driver.cluster.kube.errors import NotFound, ServerError
 from dra_driver.errors import DriverError
-from dra_driver.kube.errors import NotFound, ServerError
 from dra_driver.kubeletplugin._pb import (
     dra_v1_pb2,
     dra_v1_pb2_grpc,
@@ -45,7 +44,8 @@ from dra_driver.kubeletplugin.servicer import (
     GroupCommit,
     add_dra_services,
 )
-from dra_driver.model import Claim, ClaimRef, ClaimUID, PreparedDevice, PrepareResult
+from dra_driver.node.devices import DeviceName
+from dra_driver.prepare.model import Claim, ClaimRef, ClaimUID, PreparedDevice, PrepareResult
 
 DRIVER = "dcu.hygon.com"
 NODE = "node-a"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dra_driver.kube import KubeClient, paths
+from dra_driver.cluster.kube import KubeClient, paths
 from dra_driver.kubeletplugin._pb import dra_v1_pb2, dra_v1_pb2_grpc
 from dra_driver.testing.cluster import allocation_results, create_object
 from dra_driver.testing.waiting import wait_for

@@ -29,11 +29,10 @@ from typing import TypeVar
 import grpc
 import pytest
 
-from dra_driver.devices import Inventory, discover
-from dra_driver.kube import KubeClient, NotFound, paths
+from dra_driver.cluster.kube import KubeClient, NotFound, paths
 from dra_driver.kubeletplugin._pb import dra_v1_pb2_grpc
-from dra_driver.mock import create_mock_node, parse_config
-from dra_driver.quantity import parse_integral_quantity
+from dra_driver.node.devices import Inventory, discover
+from dra_driver.node.mock import create_mock_node, parse_config
 from dra_driver.testing.cluster import (
     ControlPlane,
     allocation_results,
@@ -43,6 +42,7 @@ from dra_driver.testing.cluster import (
 from dra_driver.testing.invariants import node_state
 from dra_driver.testing.plugin_process import PluginProcess
 from dra_driver.testing.waiting import wait_for
+from dra_driver.util.quantity import parse_integral_quantity
 from tests.e2e.conftest import delete_quietly
 from tests.reliability.scheduled import (
     create_pod,

@@ -10,7 +10,7 @@ succeeds; only a claim whose prepare was answered counts as prepared, and it sta
 until its unprepare is answered.
 
 Every run of the daemon is armed with one fault point (``DCU_DRA_FAULTPOINT``, see
-``dra_driver/faultpoints.py``) on one of its first hits, in a shuffled round over all of them:
+``dra_driver/util/faultpoints.py``) on one of its first hits, in a shuffled round over all of them:
 after the checkpoint records a plan, after a vdev file, after a CDI spec, after the checkpoint
 completes, between the removals of unprepare, in start-up roll-back. So the daemon dies with
 SIGKILL between two durable steps, is restarted, and the call is retried. A run whose point
@@ -52,13 +52,13 @@ import grpc
 import pytest
 
 from dra_driver import DRIVER_NAME
-from dra_driver.allocator import CuMask
-from dra_driver.devices import DcuDevice, discover
-from dra_driver.faultpoints import FAULTPOINT_ENV, POINTS
-from dra_driver.kube import KubeClient
+from dra_driver.cluster.kube import KubeClient
 from dra_driver.kubeletplugin._pb import dra_v1_pb2, dra_v1_pb2_grpc
-from dra_driver.state import VDEV_SUBDIR
-from dra_driver.vdev import read_vdev_dir
+from dra_driver.node.devices import DcuDevice, discover
+from dra_driver.prepare.plugin import VDEV_SUBDIR
+from dra_driver.util.faultpoints import FAULTPOINT_ENV, POINTS
+from dra_driver.vdcu.allocator import CuMask
+from dra_driver.vdcu.vdev import read_vdev_dir
 from tests.e2e.conftest import DaemonNode, DaemonNodeFactory, allocated_claim, share, v1_ref
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

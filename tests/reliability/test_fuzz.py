@@ -42,20 +42,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dra_driver.kube import Invalid, KubeClient, paths
+from dra_driver.cluster.kube import Invalid, KubeClient, paths
 from dra_driver.kubeletplugin._pb import (
     dra_v1_pb2,
     dra_v1_pb2_grpc,
     dra_v1beta1_pb2,
     dra_v1beta1_pb2_grpc,
 )
-from dra_driver.opaque import API_VERSION, KIND, MAX_PARAMETERS_BYTES
 from dra_driver.testing.cluster import (
     ControlPlane,
     create_namespace,
     delete_namespace,
     unique_name,
 )
+from dra_driver.vdcu.opaque import API_VERSION, KIND, MAX_PARAMETERS_BYTES
 from tests.e2e.conftest import DaemonNode
 from tests.test_fuzz_requests import (
     FUZZ_SETTINGS,

@@ -30,11 +30,11 @@ from typing import Any
 import grpc
 import pytest
 
-from dra_driver.devices import Inventory, discover
-from dra_driver.kube import paths
+from dra_driver.cluster.kube import paths
+from dra_driver.cluster.publisher import BACKOFF_MAX_S
 from dra_driver.kubeletplugin._pb import dra_v1_pb2_grpc
-from dra_driver.mock import create_mock_node
-from dra_driver.publisher import BACKOFF_MAX_S
+from dra_driver.node.devices import Inventory, discover
+from dra_driver.node.mock import create_mock_node
 from dra_driver.testing.cluster import (
     CONTROLPLANE_BINARY,
     ControlPlane,
@@ -217,10 +217,10 @@ def test_a_20_s_api_server_outage_is_ridden_out_and_logged_once(
     during = log_records(output[log_offset:])
     loud = Counter(logger for level, logger, _ in during if level in {"WARNING", "ERROR"})
     assert loud == {
-        "dra_driver.publisher": 1,  # cannot reach the API server to publish ResourceSlices
-        "dra_driver.orphans": 1,  # orphan cleanup skipped until the API server answers
+        "dra_driver.cluster.publisher": 1,  # cannot reach the API server to publish ResourceSlices
+        "dra_driver.cluster.orphans": 1,  # orphan cleanup skipped until the API server answers
         "dra_driver.kubeletplugin.servicer": 1,  # the kubelet's call for "after"
-        "dra_driver.health": 1,  # the K100 turned unhealthy
+        "dra_driver.node.health": 1,  # the K100 turned unhealthy
     }, [r for r in during if r[0] in {"WARNING", "ERROR"}]
     messages = [message for _, _, message in log_records(output)]
     for start, end in [

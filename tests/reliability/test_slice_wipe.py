@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from dra_driver import DRIVER_NAME
-from dra_driver.kube import KubeClient
-from dra_driver.mock import create_mock_node
+from dra_driver.cluster.kube import KubeClient
+from dra_driver.node.mock import create_mock_node
 from dra_driver.testing.cluster import ControlPlane
 from dra_driver.testing.plugin_process import PluginProcess
 from dra_driver.testing.waiting import wait_for

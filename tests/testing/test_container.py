@@ -28,7 +28,7 @@ from dra_driver.testing.container import (
     runtime_unavailable_reason,
 )
 from dra_driver.testing.core import allocated_share, cdi_ids, local_plugin
-from dra_driver.verify import format_report, verify
+from dra_driver.tools.verify import format_report, verify
 
 KIND = "k8s.dcu.hygon.com/dcu"
 MIB = 2**20

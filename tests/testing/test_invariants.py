@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from dra_driver.checkpoint import CHECKPOINT_FILE
-from dra_driver.devices import DeviceName, Inventory, discover
-from dra_driver.model import AllocatedShare, Claim, ClaimRef, ClaimUID, DcuConfig, PrepareResult
-from dra_driver.state import DcuPlugin
+from dra_driver.node.devices import DeviceName, Inventory, discover
+from dra_driver.prepare.checkpoint import CHECKPOINT_FILE
+from dra_driver.prepare.model import AllocatedShare, Claim, ClaimRef, ClaimUID, PrepareResult
+from dra_driver.prepare.plugin import DcuPlugin
 from dra_driver.testing.invariants import node_state, node_state_problems
 from dra_driver.testing.plugin_process import PluginProcess
+from dra_driver.vdcu.opaque import DcuConfig
 
 NODE = "node-a"
 DRIVER = "dcu.hygon.com"

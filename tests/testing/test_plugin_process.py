@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from dra_driver import DRIVER_NAME
-from dra_driver.checkpoint import CHECKPOINT_FILE
-from dra_driver.kube import KubeClient, KubeConfig
+from dra_driver.cluster.kube import KubeClient, KubeConfig
+from dra_driver.prepare.checkpoint import CHECKPOINT_FILE
 from dra_driver.testing.fakekubelet import FakeKubelet
 from dra_driver.testing.plugin_process import PluginProcess, PluginProcessError
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from dra_driver.kube import KubeClient, KubeError
+from dra_driver.cluster.kube import KubeClient, KubeError
 from dra_driver.testing.fakekubelet.kubelet import (
     DEFAULT_CALL_TIMEOUT_S,
     DEFAULT_RETRY_INTERVAL_S,

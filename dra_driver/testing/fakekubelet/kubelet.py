@@ -29,7 +29,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from dra_driver.kube import AlreadyExists, Conflict, Gone, KubeClient, KubeError, NotFound, paths
+from dra_driver.cluster.kube import (
+    AlreadyExists,
+    Conflict,
+    Gone,
+    KubeClient,
+    KubeError,
+    NotFound,
+    paths,
+)
 from dra_driver.testing.fakekubelet import claims as claimlib
 from dra_driver.testing.fakekubelet import objects
 from dra_driver.testing.fakekubelet.checkpoint import load_checkpoint, save_checkpoint

@@ -1,0 +1,5 @@
+"""``python -m dra_driver.tools.demo`` (what ``make demo`` runs)."""
+
+from dra_driver.tools.demo.main import main
+
+raise SystemExit(main())
