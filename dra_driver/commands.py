@@ -11,8 +11,10 @@ import logging
 from pathlib import Path
 from typing import TextIO
 
-from dra_driver.cdi import spec as cdi
 from dra_driver.cdi import validate as cdi_validate
+from dra_driver.cdi.build import build_node_spec
+from dra_driver.cdi.files import write_spec
+from dra_driver.cdi.model import qualified_id, render_spec, spec_file_name
 from dra_driver.errors import DriverError
 from dra_driver.node import hysmi
 from dra_driver.node.devices import DcuDevice, Inventory, discover
@@ -122,15 +124,15 @@ def cdi_generate(
     inventory = discover(root)
     if not inventory.devices:
         raise DriverError(f"no DCUs found under {root}: nothing to put in a CDI spec")
-    spec = cdi.build_node_spec(inventory, host_root=host_root, kind=NODE_SPEC_KIND)
+    spec = build_node_spec(inventory, host_root=host_root, kind=NODE_SPEC_KIND)
     if output_dir is None:
         cdi_validate.validate_spec(spec)
-        out.write(cdi.render_spec(spec).decode())
+        out.write(render_spec(spec).decode())
         return 0
-    path = cdi.write_spec(spec, output_dir, cdi.spec_file_name(NODE_SPEC_KIND, None))
+    path = write_spec(spec, output_dir, spec_file_name(NODE_SPEC_KIND, None))
     out.write(
         f"wrote {path} ({len(spec.devices)} CDI devices: "
-        f"{', '.join(cdi.qualified_id(spec.kind, d.name) for d in spec.devices)})\n"
+        f"{', '.join(qualified_id(spec.kind, d.name) for d in spec.devices)})\n"
     )
     return 0
 

@@ -38,7 +38,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dra_driver import DRIVER_NAME
-from dra_driver.cdi import spec as cdi
+from dra_driver.cdi.model import spec_file_name
 from dra_driver.cluster.kube.errors import NotFound
 from dra_driver.errors import ClaimConfigError, ClaimError, DriverError, quoted
 from dra_driver.kubeletplugin._pb import dra_v1_pb2, dra_v1_pb2_grpc
@@ -659,7 +659,7 @@ def check_error(claim: Sent, text: str, *, pattern: str | None = None) -> None:
 
 def claim_spec_files(cdi_dir: Path) -> dict[str, Path]:
     """The per-claim CDI specs in ``cdi_dir``, by claim UID."""
-    prefix = cdi.spec_file_name(claim_kind(DRIVER_NAME)).removesuffix(".json") + "_"
+    prefix = spec_file_name(claim_kind(DRIVER_NAME)).removesuffix(".json") + "_"
     if not cdi_dir.is_dir():
         return {}
     return {

@@ -10,7 +10,9 @@ the files of one directory. Optionally adds the official JSON schema, which is m
 
 Every problem is one human-readable line that starts with its JSON path. Validation never
 raises for bad content; only ``validate_spec`` raises, for the writer. Reads files only in
-``validate_file``, ``find_conflicts`` and when loading the official schema.
+``validate_file``, ``find_conflicts`` and when loading the official schema. Builds on
+``model`` (grammar, version rules, rendering) and imports no other ``cdi`` module: ``files``
+imports this one to check every spec it writes, never the reverse.
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from dra_driver.cdi import spec as cdi
+from dra_driver.cdi.model import (
+    CDI_VERSIONS,
+    JsonPath,
+    Spec,
+    device_name_problem,
+    kind_problem,
+    spec_document,
+    version_index,
+    version_requirements,
+)
 from dra_driver.errors import CdiError, CdiValidationError
 
 logger = logging.getLogger(__name__)
@@ -83,7 +94,7 @@ _ANNOTATIONS_MAX_BYTES: Final = 256 * 1024
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def format_path(path: cdi.JsonPath) -> str:
+def format_path(path: JsonPath) -> str:
     """Return ``path`` as a JSON path: ``$.devices[0].name``; odd keys as ``["a/b"]``."""
     text = "$"
     for part in path:
@@ -120,13 +131,13 @@ class _Checker:
     def __init__(self) -> None:
         self.problems: list[str] = []
 
-    def add(self, path: cdi.JsonPath, message: str) -> None:
+    def add(self, path: JsonPath, message: str) -> None:
         self.problems.append(f"{format_path(path)}: {message}")
 
     def mapping(
         self,
         value: object,
-        path: cdi.JsonPath,
+        path: JsonPath,
         *,
         allowed: frozenset[str],
         required: tuple[str, ...] = (),
@@ -146,7 +157,7 @@ class _Checker:
         return value
 
     def string(
-        self, obj: Mapping[str, object], key: str, path: cdi.JsonPath, *, non_empty: bool = False
+        self, obj: Mapping[str, object], key: str, path: JsonPath, *, non_empty: bool = False
     ) -> str | None:
         """Check an optional string field; returns it when present and a string."""
         if key not in obj:
@@ -163,7 +174,7 @@ class _Checker:
         self,
         obj: Mapping[str, object],
         key: str,
-        path: cdi.JsonPath,
+        path: JsonPath,
         *,
         minimum: int,
         maximum: int,
@@ -181,12 +192,12 @@ class _Checker:
             return None
         return value
 
-    def boolean(self, obj: Mapping[str, object], key: str, path: cdi.JsonPath) -> None:
+    def boolean(self, obj: Mapping[str, object], key: str, path: JsonPath) -> None:
         """Check an optional boolean field."""
         if key in obj and not isinstance(obj[key], bool):
             self.add((*path, key), f"must be a boolean, not {_type_name(obj[key])}")
 
-    def array(self, obj: Mapping[str, object], key: str, path: cdi.JsonPath) -> list[object]:
+    def array(self, obj: Mapping[str, object], key: str, path: JsonPath) -> list[object]:
         """Check an optional array field; returns its items (empty when absent or wrong)."""
         if key not in obj:
             return []
@@ -196,7 +207,7 @@ class _Checker:
             return []
         return value
 
-    def strings(self, obj: Mapping[str, object], key: str, path: cdi.JsonPath) -> list[str]:
+    def strings(self, obj: Mapping[str, object], key: str, path: JsonPath) -> list[str]:
         """Check an optional array of strings; returns the items that are strings."""
         good: list[str] = []
         for index, item in enumerate(self.array(obj, key, path)):
@@ -221,7 +232,7 @@ def _unknown_key_message(key: str, allowed: frozenset[str]) -> str:
 # --- the strict rules --------------------------------------------------------------------------
 
 
-def _check_annotations(c: _Checker, value: object, path: cdi.JsonPath) -> None:
+def _check_annotations(c: _Checker, value: object, path: JsonPath) -> None:
     if not isinstance(value, dict):
         c.add(path, f"must be an object of strings, not {_type_name(value)}")
         return
@@ -250,7 +261,7 @@ def _check_annotations(c: _Checker, value: object, path: cdi.JsonPath) -> None:
         c.add(path, f"annotations total {total} bytes, more than {_ANNOTATIONS_MAX_BYTES}")
 
 
-def _check_env(c: _Checker, obj: Mapping[str, object], path: cdi.JsonPath) -> None:
+def _check_env(c: _Checker, obj: Mapping[str, object], path: JsonPath) -> None:
     for index, entry in enumerate(c.strings(obj, "env", path)):
         if "=" not in entry:
             c.add((*path, "env", index), f"{entry!r} must have the form NAME=VALUE")
@@ -258,7 +269,7 @@ def _check_env(c: _Checker, obj: Mapping[str, object], path: cdi.JsonPath) -> No
             c.add((*path, "env", index), f"{entry!r} must not start with '=' (empty NAME)")
 
 
-def _check_device_node(c: _Checker, value: object, path: cdi.JsonPath) -> None:
+def _check_device_node(c: _Checker, value: object, path: JsonPath) -> None:
     node = c.mapping(value, path, allowed=DEVICE_NODE_KEYS, required=("path",))
     if node is None:
         return
@@ -278,7 +289,7 @@ def _check_device_node(c: _Checker, value: object, path: cdi.JsonPath) -> None:
         c.integer(node, key, path, minimum=0, maximum=_UINT32_MAX, what="a uint32 id")
 
 
-def _check_mount(c: _Checker, value: object, path: cdi.JsonPath) -> None:
+def _check_mount(c: _Checker, value: object, path: JsonPath) -> None:
     mount = c.mapping(value, path, allowed=MOUNT_KEYS, required=("hostPath", "containerPath"))
     if mount is None:
         return
@@ -288,7 +299,7 @@ def _check_mount(c: _Checker, value: object, path: cdi.JsonPath) -> None:
     c.string(mount, "type", path)
 
 
-def _check_hook(c: _Checker, value: object, path: cdi.JsonPath) -> None:
+def _check_hook(c: _Checker, value: object, path: JsonPath) -> None:
     hook = c.mapping(value, path, allowed=HOOK_KEYS, required=("hookName", "path"))
     if hook is None:
         return
@@ -306,12 +317,8 @@ def _check_hook(c: _Checker, value: object, path: cdi.JsonPath) -> None:
     c.integer(hook, "timeout", path, minimum=1, maximum=_INT_MAX, what="a timeout in seconds")
 
 
-def _check_intel_rdt(
-    c: _Checker, value: object, path: cdi.JsonPath, *, version: str | None
-) -> None:
-    is_legacy = version in cdi.CDI_VERSIONS and cdi.version_index(version) < cdi.version_index(
-        "1.1.0"
-    )
+def _check_intel_rdt(c: _Checker, value: object, path: JsonPath, *, version: str | None) -> None:
+    is_legacy = version in CDI_VERSIONS and version_index(version) < version_index("1.1.0")
     allowed = INTEL_RDT_KEYS | LEGACY_INTEL_RDT_KEYS if is_legacy else INTEL_RDT_KEYS
     rdt = c.mapping(value, path, allowed=allowed)
     if rdt is None:
@@ -330,7 +337,7 @@ def _check_intel_rdt(
         c.boolean(rdt, key, path)
 
 
-def _check_net_devices(c: _Checker, obj: Mapping[str, object], path: cdi.JsonPath) -> None:
+def _check_net_devices(c: _Checker, obj: Mapping[str, object], path: JsonPath) -> None:
     host_names: dict[str, int] = {}
     names: dict[str, int] = {}
     for index, value in enumerate(c.array(obj, "netDevices", path)):
@@ -349,7 +356,7 @@ def _check_net_devices(c: _Checker, obj: Mapping[str, object], path: cdi.JsonPat
 
 
 def _check_edits(
-    c: _Checker, value: object, path: cdi.JsonPath, *, version: str | None, is_device: bool
+    c: _Checker, value: object, path: JsonPath, *, version: str | None, is_device: bool
 ) -> None:
     edits = c.mapping(value, path, allowed=CONTAINER_EDITS_KEYS)
     if edits is None:
@@ -379,23 +386,23 @@ def _is_non_empty(key: str, value: object) -> bool:
 
 
 def _check_version(c: _Checker, doc: Mapping[str, object], version: str) -> None:
-    if version not in cdi.CDI_VERSIONS:
+    if version not in CDI_VERSIONS:
         hint = ""
-        if version.startswith("v") and version[1:] in cdi.CDI_VERSIONS:
+        if version.startswith("v") and version[1:] in CDI_VERSIONS:
             hint = f"; write {version[1:]!r} without the 'v'"
         c.add(
             ("cdiVersion",),
-            f"unknown version {version!r}{hint} (known: {', '.join(cdi.CDI_VERSIONS)})",
+            f"unknown version {version!r}{hint} (known: {', '.join(CDI_VERSIONS)})",
         )
         return
-    declared = cdi.version_index(version)
+    declared = version_index(version)
     too_new = [
         requirement
-        for requirement in cdi.version_requirements(doc)
-        if cdi.version_index(requirement.version) > declared
+        for requirement in version_requirements(doc)
+        if version_index(requirement.version) > declared
     ]
     if too_new:
-        needed = max((r.version for r in too_new), key=cdi.version_index)
+        needed = max((r.version for r in too_new), key=version_index)
         reasons = ", ".join(
             f"{r.feature} at {format_path(r.path)} needs {r.version}" for r in too_new
         )
@@ -413,7 +420,7 @@ def _strict_problems(doc: object) -> list[str]:
     version = c.string(spec, "cdiVersion", ())
     kind = c.string(spec, "kind", ())
     if kind is not None:
-        problem = cdi.kind_problem(kind)
+        problem = kind_problem(kind)
         if problem is not None:
             c.add(("kind",), problem)
     if "annotations" in spec:
@@ -435,13 +442,13 @@ def _check_devices(c: _Checker, spec: Mapping[str, object], *, version: str | No
         c.add(("devices",), "a spec needs at least one device")
     first_index: dict[str, int] = {}
     for index, value in enumerate(devices):
-        path: cdi.JsonPath = ("devices", index)
+        path: JsonPath = ("devices", index)
         device = c.mapping(value, path, allowed=DEVICE_KEYS, required=("name", "containerEdits"))
         if device is None:
             continue
         name = c.string(device, "name", path)
         if name is not None:
-            problem = cdi.device_name_problem(name)
+            problem = device_name_problem(name)
             if problem is not None:
                 c.add((*path, "name"), problem)
             elif name in first_index:
@@ -508,9 +515,9 @@ def validate_document(doc: object, *, schema_dir: Path | None = None) -> list[st
     return problems
 
 
-def validate_spec(spec: cdi.Spec) -> None:
+def validate_spec(spec: Spec) -> None:
     """Raise ``CdiValidationError`` listing every strict-rule problem of ``spec`` as rendered."""
-    problems = _strict_problems(cdi.spec_document(spec))
+    problems = _strict_problems(spec_document(spec))
     if problems:
         raise CdiValidationError(f"CDI spec of kind {spec.kind!r}", problems)
 
@@ -637,7 +644,7 @@ def find_conflicts(paths: Iterable[Path]) -> list[str]:
         if not isinstance(doc, dict):
             continue
         kind, devices = doc.get("kind"), doc.get("devices")
-        if not isinstance(kind, str) or cdi.kind_problem(kind) or not isinstance(devices, list):
+        if not isinstance(kind, str) or kind_problem(kind) or not isinstance(devices, list):
             continue
         names = {
             device["name"]

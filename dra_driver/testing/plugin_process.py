@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dra_driver import DRIVER_NAME
-from dra_driver.cdi import spec as cdi
+from dra_driver.cdi.model import spec_file_name
 from dra_driver.cluster.kube import KubeClient, paths
 from dra_driver.errors import DriverError
 from dra_driver.kubeletplugin.plugin_server import DRA_SOCKET_NAME
@@ -322,7 +322,7 @@ class PluginProcess:
 
     def spec_file(self, claim_uid: str) -> Path:
         """The per-claim CDI spec the daemon writes for ``claim_uid``."""
-        return self.cdi_dir / cdi.spec_file_name(claim_kind(self.driver_name), claim_uid)
+        return self.cdi_dir / spec_file_name(claim_kind(self.driver_name), claim_uid)
 
     def vdev_dir(self, claim_uid: str) -> Path:
         """The directory of the claim's ``vdev<N>.conf`` files (absent for whole cards)."""
@@ -332,7 +332,7 @@ class PluginProcess:
         """Every per-claim CDI spec in the CDI dir."""
         if not self.cdi_dir.is_dir():
             return []
-        prefix = cdi.spec_file_name(claim_kind(self.driver_name)).removesuffix(".json") + "_"
+        prefix = spec_file_name(claim_kind(self.driver_name)).removesuffix(".json") + "_"
         return sorted(p for p in self.cdi_dir.iterdir() if p.name.startswith(prefix))
 
     def vdev_files(self) -> list[Path]:

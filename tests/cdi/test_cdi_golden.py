@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from dra_driver.cdi import spec as cdi
 from dra_driver.cdi import validate as cdi_validate
+from dra_driver.cdi.build import build_node_spec
+from dra_driver.cdi.model import render_spec, spec_file_name
 from dra_driver.node.devices import discover
 from dra_driver.node.mock import DEFAULT_CONFIG, create_mock_node
 from tests.conftest import CDI_SCHEMA_DIR, REPO_ROOT
@@ -45,9 +46,9 @@ def test_node_spec_matches_the_reference_in_cdi_dir(tmp_path: Path) -> None:
     create_mock_node(
         root, DEFAULT_CONFIG, device_nodes="char" if IS_ROOT else "file", node_id=GOLDEN_NODE_ID
     )
-    spec = cdi.build_node_spec(discover(root), host_root=GOLDEN_HOST_ROOT)
-    rendered = cdi.render_spec(spec)
-    golden = GOLDEN_DIR / cdi.spec_file_name(spec.kind)
+    spec = build_node_spec(discover(root), host_root=GOLDEN_HOST_ROOT)
+    rendered = render_spec(spec)
+    golden = GOLDEN_DIR / spec_file_name(spec.kind)
     if UPDATE:
         assert IS_ROOT, "regenerate the reference specs as root, so device numbers are included"
         golden.write_bytes(rendered)
@@ -79,7 +80,7 @@ def test_each_card_carries_its_own_device_numbers(tmp_path: Path) -> None:
     root = tmp_path / "node"
     create_mock_node(root, DEFAULT_CONFIG, device_nodes="char", node_id=GOLDEN_NODE_ID)
     inventory = discover(root)
-    generated = json.loads(cdi.render_spec(cdi.build_node_spec(inventory)))
+    generated = json.loads(render_spec(build_node_spec(inventory)))
     golden = json.loads((GOLDEN_DIR / "hygon.com-dcu.json").read_bytes())
     for document in (generated, golden):
         by_name = {d["name"]: d["containerEdits"] for d in document["devices"]}

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from dra_driver.cdi import container_env
-from dra_driver.cdi import spec as cdi
+from dra_driver.cdi.build import build_node_spec
+from dra_driver.cdi.files import write_spec
 from dra_driver.node.devices import Inventory, discover
 from dra_driver.prepare.model import Claim, PrepareResult
 from dra_driver.prepare.plugin import DcuPlugin
@@ -229,7 +230,7 @@ def test_every_device_of_the_node_spec_carries_its_own_cards_numbers(
     """Regression, defect 5: every node of the mock had /dev/null's numbers, so nothing checked
     that each card's CDI device names that card's nodes."""
     spec_dir = tmp_path / "static"
-    cdi.write_spec(cdi.build_node_spec(node.inventory), spec_dir, "hygon.com-dcu.json")
+    write_spec(build_node_spec(node.inventory), spec_dir, "hygon.com-dcu.json")
     numbers: set[tuple[int, int]] = set()
     for dcu in node.inventory.devices:
         container = inject([spec_dir], [f"hygon.com/dcu={dcu.index}"])

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dra_driver.cdi import spec as cdi
+from dra_driver import cdi
+from dra_driver.cdi.model import ContainerEdits, Device, Spec, device_name_problem, kind_problem
 from dra_driver.cdi.validate import (
     BUNDLED_SCHEMA_DIR,
     find_conflicts,
@@ -482,11 +483,11 @@ def test_format_path_quotes_keys_that_are_not_identifiers() -> None:
 
 
 def test_validate_spec_raises_with_every_problem() -> None:
-    spec = cdi.Spec(
+    spec = Spec(
         kind="example.com/dcu",
         devices=(
-            cdi.Device(name="dcu0", container_edits=cdi.ContainerEdits(env=("NOPE",))),
-            cdi.Device(name="dcu0", container_edits=cdi.ContainerEdits(env=("A=1",))),
+            Device(name="dcu0", container_edits=ContainerEdits(env=("NOPE",))),
+            Device(name="dcu0", container_edits=ContainerEdits(env=("A=1",))),
         ),
     )
     with pytest.raises(
@@ -603,17 +604,17 @@ def test_find_conflicts_ignores_other_directories_kinds_and_repeats(tmp_path: Pa
 
 @given(name=st.from_regex(GO_DEVICE_NAME, fullmatch=True))
 def test_device_names_generated_from_the_grammar_are_accepted(name: str) -> None:
-    assert cdi.device_name_problem(name) is None
+    assert device_name_problem(name) is None
     assert validate_document(document(device(name), version="0.5.0")) == []
 
 
 @given(name=st.text() | st.from_regex(r"[\w.:-]{0,6}", fullmatch=True))
 def test_a_device_name_is_accepted_iff_it_matches_the_go_grammar(name: str) -> None:
-    assert (cdi.device_name_problem(name) is None) == bool(GO_DEVICE_NAME.fullmatch(name))
+    assert (device_name_problem(name) is None) == bool(GO_DEVICE_NAME.fullmatch(name))
 
 
 @given(kind=st.text() | st.from_regex(r"[\w.-]{0,5}/[\w./-]{0,5}", fullmatch=True))
 def test_a_kind_is_accepted_iff_vendor_and_class_match_the_go_grammar(kind: str) -> None:
     vendor, slash, class_ = kind.partition("/")
     expected = bool(slash and GO_KIND_PART.fullmatch(vendor) and GO_KIND_PART.fullmatch(class_))
-    assert (cdi.kind_problem(kind) is None) == expected
+    assert (kind_problem(kind) is None) == expected

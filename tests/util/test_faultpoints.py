@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from dra_driver import DRIVER_NAME
-from dra_driver.cdi import spec as cdi
+from dra_driver.cdi.model import spec_file_name
 from dra_driver.node.devices import discover
 from dra_driver.node.mock import DEFAULT_CONFIG, create_mock_node
 from dra_driver.prepare.checkpoint import CHECKPOINT_FILE
@@ -204,7 +204,7 @@ def test_each_point_kills_where_it_says_and_recovery_is_all_or_nothing(
     assert f"fault point {point} reached (hit 1)" in done.stderr
 
     vdev_file = data_dir / VDEV_SUBDIR / uid / "vdev0.conf"
-    spec_file = cdi_dir / cdi.spec_file_name(claim_kind(DRIVER_NAME), uid)
+    spec_file = cdi_dir / spec_file_name(claim_kind(DRIVER_NAME), uid)
     claims = json.loads((data_dir / CHECKPOINT_FILE).read_text())["claims"]
     on_disk = (
         claims[uid]["state"] if uid in claims else None,
