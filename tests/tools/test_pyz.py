@@ -134,7 +134,7 @@ def test_pyz_is_a_0644_zipapp_with_a_shebang_and_no_test_tools(pyz: Path) -> Non
     with zipfile.ZipFile(pyz) as archive:
         names = archive.namelist()
     assert names[0] == "__main__.py"
-    assert "dra_driver/tools/verify.py" in names and "dra_driver/cli.py" in names
+    assert "dra_driver/tools/verify/__init__.py" in names and "dra_driver/cli.py" in names
     assert not [n for n in names if n.startswith(("dra_driver/testing/", "dra_driver/tools/demo/"))]
     assert all(n.endswith(".py") for n in names)
     assert len(names) == len(package_files()) + 1

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from dra_driver import cli
-from dra_driver.cdi import spec as cdi
+from dra_driver.cdi.model import spec_file_name
 from dra_driver.node.mock import create_mock_node, parse_config
 from dra_driver.prepare.model import AllocatedShare, Claim
 from dra_driver.testing.core import allocated_share, local_plugin, prepare_claim
@@ -45,7 +45,7 @@ def prepare(mock_root: Path, base: Path, *shares: AllocatedShare) -> tuple[Claim
     """Prepare one claim with the real plugin; return it and its CDI spec file."""
     plugin = local_plugin(mock_root, base)
     claim, _ = prepare_claim(plugin, *shares)
-    return claim, base / "cdi" / cdi.spec_file_name(plugin.kind, claim.ref.uid)
+    return claim, base / "cdi" / spec_file_name(plugin.kind, claim.ref.uid)
 
 
 def container_from_spec(spec_path: Path, root: Path) -> Path:
