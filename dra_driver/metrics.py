@@ -404,7 +404,7 @@ class DriverMetrics:
         registry.register(DeviceCollector(devices, read_usage=read_usage, read_health=read_health))
         registry.register(OrphanCollector(read_orphans_cleaned))
 
-    # --- servicer.CallObserver ----------------------------------------------------------------
+    # --- outcomes.CallObserver ----------------------------------------------------------------
 
     def call_started(self, method: DraMethod) -> None:
         """A call arrived."""
