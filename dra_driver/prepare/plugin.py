@@ -39,18 +39,18 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence, Set
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dra_driver.cdi import container_env
-from dra_driver.cdi import spec as cdi
-from dra_driver.errors import AllocationError, CheckpointError, ClaimError, DriverError
-from dra_driver.node.devices import DcuDevice, DeviceName, Inventory
+from dra_driver.cdi.files import remove_spec, stage_spec
+from dra_driver.cdi.model import spec_file_name
+from dra_driver.errors import ClaimError, DriverError
+from dra_driver.node.devices import DeviceName, Inventory
 from dra_driver.prepare import checkpoint
-from dra_driver.prepare.checkpoint import Checkpoint, ClaimEntry, ClaimState, PreparedShare
+from dra_driver.prepare.checkpoint import Checkpoint, ClaimEntry, ClaimState
+from dra_driver.prepare.claim_files import ClaimFiles
 from dra_driver.prepare.model import (
-    AllocatedShare,
     Claim,
     ClaimRef,
     ClaimUID,
@@ -58,6 +58,7 @@ from dra_driver.prepare.model import (
     PrepareResult,
     is_uuid,
 )
+from dra_driver.prepare.plan import MIB, Planner
 from dra_driver.util import faultpoints
 from dra_driver.util.flock import SerializeLock
 from dra_driver.util.fsutil import (
@@ -69,10 +70,7 @@ from dra_driver.util.fsutil import (
     sync_staged,
     temp_target,
 )
-from dra_driver.vdcu.allocator import CardLedger, CuMask, Share, ShareKey
 from dra_driver.vdcu.vdev import (
-    VDEV_ID_LIMIT,
-    VdevConfig,
     is_vdev_file_name,
     remove_stale_vdev_files,
     stage_vdev_dir,
@@ -81,7 +79,6 @@ from dra_driver.vdcu.vdev import (
 
 logger = logging.getLogger(__name__)
 
-MIB = 1024 * 1024
 #: Where the kernel publishes this boot's id; a new id means the node rebooted.
 BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 #: Subdirectory of the plugin data dir holding one vdev directory per claim.
@@ -125,6 +122,10 @@ class DcuPlugin:
             vdev_root=data_dir / VDEV_SUBDIR,
             cdi_dir=cdi_dir,
         )
+        self._planner = Planner(
+            inventory=inventory, node_name=node_name, driver_name=driver_name, kind=self.kind
+        )
+        self._claim_files = ClaimFiles(inventory=inventory, kind=self.kind, host_root=host_root)
         self._lock = SerializeLock(data_dir)
         self._checkpoint = checkpoint.CheckpointStore(self._paths.checkpoint, boot_id=boot_id)
 
@@ -266,166 +267,8 @@ class DcuPlugin:
         return self.plan_claim(state, claim), True
 
     def plan_claim(self, state: Checkpoint, claim: Claim) -> ClaimEntry:
-        """Choose CUs, pipe ids and vdev numbers for every share of ``claim``.
-
-        Deterministic for a given checkpoint and claim; no side effects. Raises ``ClaimError``
-        or ``AllocationError`` (the node-side guard) with the device and the numbers.
-        """
-        if not claim.shares:
-            raise ClaimError(
-                f"claim {claim.ref}: no devices of {self.driver_name} allocated "
-                f"on node {self.node_name}"
-            )
-        ledgers = self._ledgers(state, devices={share.device for share in claim.shares})
-        whole_taken = self._whole_devices(state)
-        vdev_ids = _free_vdev_ids(state)
-        ordered = sorted(
-            enumerate(claim.shares),
-            key=lambda item: (self._device(claim, item[1]).pci_bus_id, item[0]),
-        )
-        _check_one_share_per_card_and_request(claim, ordered)
-        planned: list[PreparedShare] = []
-        for index, share in ordered:
-            dcu = self._device(claim, share)
-            cdi_name = _cdi_device_name(claim.ref.uid, dcu.name, share.share_id)
-            cdi_id = cdi.qualified_id(self.kind, cdi_name)
-            _check_within_card(claim, dcu, share)
-            whole = _is_whole(dcu, share)
-            ledger = ledgers.setdefault(dcu.name, CardLedger(dcu.name))
-            base = PreparedShare(
-                request=share.request,
-                pool=share.pool,
-                device=dcu.name,
-                share_id=share.share_id,
-                cdi_id=cdi_id,
-                whole_device=whole,
-                cores=dcu.compute_units if whole else share.cores or 0,
-                memory_mib=dcu.memory_mib if whole else (share.memory_bytes or 0) // MIB,
-                admin_access=share.admin_access,
-                counts_against_capacity=not share.admin_access,
-            )
-            if share.admin_access:
-                planned.append(base)
-                continue
-            if whole:
-                if ledger.share_count or dcu.name in whole_taken:
-                    raise AllocationError(
-                        f"claim {claim.ref}: {dcu.name} is allocated whole, but "
-                        f"{ledger.share_count or 1} share(s) of it are live on this node; the "
-                        "allocation overlaps a live claim (stale claim or scheduler race)"
-                    )
-                whole_taken.add(dcu.name)
-                planned.append(base)
-                continue
-            if dcu.name in whole_taken:
-                raise AllocationError(
-                    f"claim {claim.ref}: {dcu.name} is held whole by a live claim, so no vDCU "
-                    "share of it can be prepared (stale claim or scheduler race)"
-                )
-            self._check_share_capacity(claim, dcu, share)
-            placed = ledger.place_share(
-                key=ShareKey(f"{claim.ref.uid}/{index}"),
-                cores=base.cores,
-                memory_mib=base.memory_mib,
-                card=dcu,
-                layout=share.config.cu_layout,
-            )
-            ledgers[dcu.name] = ledger.with_share(placed)
-            vdev_id = next(vdev_ids, None)
-            if vdev_id is None:
-                raise AllocationError(
-                    f"claim {claim.ref}: all {VDEV_ID_LIMIT} vdev numbers of node "
-                    f"{self.node_name} are held by live vDCU shares; unprepare some first"
-                )
-            planned.append(
-                replace(
-                    base,
-                    cu_mask=(placed.mask.word0, placed.mask.word1),
-                    pipe_id=placed.pipe_id,
-                    vdev_id=vdev_id,
-                )
-            )
-        return ClaimEntry(
-            uid=claim.ref.uid,
-            namespace=claim.ref.namespace,
-            name=claim.ref.name,
-            state=ClaimState.PREPARE_STARTED,
-            shares=tuple(planned),
-        )
-
-    def _device(self, claim: Claim, share: AllocatedShare) -> DcuDevice:
-        if share.pool != self.node_name:
-            raise ClaimError(
-                f"claim {claim.ref}: device {share.device} is in pool {share.pool!r}, not this "
-                f"node's pool {self.node_name!r}; the claim is allocated to another node"
-            )
-        dcu = self.inventory.by_name(share.device)
-        if dcu is None:
-            known = ", ".join(d.name for d in self.inventory.devices) or "none"
-            raise ClaimError(
-                f"claim {claim.ref}: device {share.device} is not on node {self.node_name} "
-                f"(its DCUs: {known}); the allocation refers to a device that went away"
-            )
-        return dcu
-
-    def _check_share_capacity(self, claim: Claim, dcu: DcuDevice, share: AllocatedShare) -> None:
-        if share.cores is None or share.memory_bytes is None or share.vdevices is None:
-            raise ClaimError(
-                f"claim {claim.ref}: {dcu.name} is shared but the allocation has no "
-                "consumedCapacity for cores, memory and vdevices; is DRAConsumableCapacity on "
-                "in kube-scheduler?"
-            )
-        if share.memory_bytes % MIB:
-            raise ClaimError(
-                f"claim {claim.ref}: {dcu.name}: consumed memory {share.memory_bytes} bytes is "
-                "not a whole number of MiB (the slice's step is 1Mi)"
-            )
-        if share.vdevices != 1:
-            raise ClaimError(
-                f"claim {claim.ref}: {dcu.name}: a share takes exactly 1 vdevices slot, the "
-                f"allocation consumed {share.vdevices}"
-            )
-        if not dcu.is_sliceable:
-            raise ClaimError(
-                f"claim {claim.ref}: {dcu.name} has {dcu.compute_units} CUs, more than a vdev "
-                "CU mask can describe; it can only be allocated whole"
-            )
-
-    def _ledgers(self, state: Checkpoint, *, devices: Set[str]) -> dict[str, CardLedger]:
-        """The ledgers of the live vDCU shares on ``devices`` (the cards a plan touches).
-
-        Only those cards are built, so planning costs the same with 1 or 64 live shares
-        elsewhere on the node.
-        """
-        shares: dict[str, list[Share]] = {}
-        for entry in state.claims.values():
-            for index, prepared in enumerate(entry.shares):
-                if prepared.device not in devices:
-                    continue
-                if prepared.whole_device or not prepared.counts_against_capacity:
-                    continue
-                if prepared.pipe_id is None:
-                    raise CheckpointError(
-                        f"checkpoint: claim {entry.uid} share {index} on {prepared.device} has "
-                        "no pipe id"
-                    )
-                shares.setdefault(prepared.device, []).append(
-                    Share(
-                        key=ShareKey(f"{entry.uid}/{index}"),
-                        mask=CuMask.from_words(*prepared.cu_mask),
-                        pipe_id=prepared.pipe_id,
-                        memory_mib=prepared.memory_mib,
-                    )
-                )
-        return {name: CardLedger(DeviceName(name), tuple(s)) for name, s in shares.items()}
-
-    def _whole_devices(self, state: Checkpoint) -> set[str]:
-        return {
-            prepared.device
-            for entry in state.claims.values()
-            for prepared in entry.shares
-            if prepared.whole_device and prepared.counts_against_capacity
-        }
+        """Choose CUs, pipe ids and vdev numbers for every share (``plan.Planner``); pure."""
+        return self._planner.plan_claim(state, claim)
 
     # --- side effects -------------------------------------------------------------------------
 
@@ -447,7 +290,7 @@ class DcuPlugin:
         return self._paths.vdev_root / uid
 
     def _spec_file(self, uid: ClaimUID) -> str:
-        return cdi.spec_file_name(self.kind, uid)
+        return spec_file_name(self.kind, uid)
 
     def _write_files(self, entries: Sequence[ClaimEntry]) -> dict[ClaimUID, DriverError]:
         """Write the vdev files and CDI specs of ``entries`` (derived from them alone).
@@ -502,15 +345,15 @@ class DcuPlugin:
 
     def _stage_claim_files(self, entry: ClaimEntry) -> _StagedFiles:
         """Stage the claim's files (temp files, not yet synced); raises ``DriverError``."""
-        vdev_configs = self._vdev_configs(entry)
+        vdev_configs = self._claim_files.vdev_configs(entry)
         vdev_dir = self._vdev_dir(entry.uid) if vdev_configs else None
         vdev_files: list[StagedFile] = []
         try:
             if vdev_dir is not None:
                 ensure_directory(self._paths.vdev_root, mode=PUBLIC_DIR_MODE)
                 vdev_files = stage_vdev_dir(vdev_dir, vdev_configs)
-            spec = self._claim_spec(entry, vdev_dir)
-            spec_file = cdi.stage_spec(spec, self._paths.cdi_dir, self._spec_file(entry.uid))
+            spec = self._claim_files.spec(entry, vdev_dir)
+            spec_file = stage_spec(spec, self._paths.cdi_dir, self._spec_file(entry.uid))
         except BaseException as exc:
             discard_staged(vdev_files)
             if isinstance(exc, OSError):
@@ -519,77 +362,6 @@ class DcuPlugin:
         return _StagedFiles(
             entry=entry, vdev_dir=vdev_dir, vdev_files=tuple(vdev_files), spec_file=spec_file
         )
-
-    def _vdev_configs(self, entry: ClaimEntry) -> list[VdevConfig]:
-        configs: list[VdevConfig] = []
-        for share in sorted(
-            (s for s in entry.shares if s.vdev_id is not None), key=lambda s: s.vdev_id or 0
-        ):
-            dcu = self._inventory_device(share.device)
-            assert share.pipe_id is not None  # vDCU shares always have one
-            configs.append(
-                VdevConfig(
-                    pci_bus_id=dcu.pci_bus_id,
-                    mask=CuMask.from_words(*share.cu_mask),
-                    memory_mib=share.memory_mib,
-                    device_id=self._device_ordinal(entry, share),
-                    vdev_id=share.vdev_id or 0,
-                    pipe_id=share.pipe_id,
-                )
-            )
-        return configs
-
-    def _device_ordinal(self, entry: ClaimEntry, share: PreparedShare) -> int:
-        """``device_id`` of a share's vdev file: its card's ordinal among its request's cards.
-
-        The runtime wants the card's ordinal among the DCUs the container sees (HAMi found on
-        hardware that any other value exposes the whole card). A request is what the kubelet
-        hands a container: all of a request's devices reach the same containers, so this is
-        right for every container holding the DCUs of one request. README "vdev files"
-        says what it cannot be right for (a container holding shares of several requests).
-        """
-        cards = sorted(
-            {
-                self._inventory_device(s.device).pci_bus_id
-                for s in entry.shares
-                if s.request == share.request
-            }
-        )
-        return cards.index(self._inventory_device(share.device).pci_bus_id)
-
-    def _claim_spec(self, entry: ClaimEntry, vdev_dir: Path | None) -> cdi.Spec:
-        claim = f"{entry.namespace}/{entry.name}"
-        devices = []
-        for share in entry.shares:
-            dcu = self._inventory_device(share.device)
-            env = container_env.card_variables(dcu.pci_bus_id, dcu.uuid)
-            vdev_file = None
-            if share.vdev_id is not None:
-                assert vdev_dir is not None  # a claim with shares has its vdev dir
-                vdev_file = vdev_dir / vdev_file_name(share.vdev_id)
-                env += container_env.vdcu_variables(
-                    share.vdev_id,
-                    pci_bus_id=dcu.pci_bus_id,
-                    compute_units=share.cores,
-                    memory_mib=share.memory_mib,
-                    claim=claim,
-                )
-            elif share.whole_device and not share.admin_access:
-                env += container_env.whole_card_variables(dcu.pci_bus_id, claim=claim)
-            devices.append(
-                cdi.ClaimDevice(
-                    name=share.cdi_id.split("=", 1)[1], dcu=dcu, env=env, vdev_file=vdev_file
-                )
-            )
-        return cdi.build_claim_spec(
-            self.inventory, kind=self.kind, devices=devices, host_root=self.host_root
-        )
-
-    def _inventory_device(self, name: str) -> DcuDevice:
-        dcu = self.inventory.by_name(name)
-        if dcu is None:
-            raise ClaimError(f"device {name} of a prepared claim is no longer on this node")
-        return dcu
 
     def _regenerate_if_missing(self, entry: ClaimEntry) -> None:
         spec_missing = not (self._paths.cdi_dir / self._spec_file(entry.uid)).is_file()
@@ -622,7 +394,7 @@ class DcuPlugin:
     def _remove_files(self, uid: ClaimUID) -> None:
         _check_uid(uid)
         try:
-            cdi.remove_spec(self._paths.cdi_dir, self._spec_file(uid), sync_directory=False)
+            remove_spec(self._paths.cdi_dir, self._spec_file(uid), sync_directory=False)
             faultpoints.reached("remove.spec_removed")
             _remove_vdev_dir(self._vdev_dir(uid))
         except OSError as exc:
@@ -755,68 +527,6 @@ def _check_uid(uid: str) -> None:
     """A claim UID goes into file names: only a lowercase UUID is ever accepted."""
     if not is_uuid(uid):
         raise ClaimError(f"claim uid {uid!r} is not a UUID; refusing to use it in a file name")
-
-
-def _free_vdev_ids(state: Checkpoint) -> Iterator[int]:
-    """The vdev numbers no live share of the node holds, lowest first.
-
-    Node-wide, as Hygon's own DRA driver numbers its vDCUs: every share's file is mounted on
-    its own as ``/etc/vdev/docker/vdev<N>.conf``, so two shares in one container (of two claims,
-    or two requests) never meet on one path.
-    """
-    taken = {
-        share.vdev_id
-        for entry in state.claims.values()
-        for share in entry.shares
-        if share.vdev_id is not None
-    }
-    return (n for n in range(VDEV_ID_LIMIT) if n not in taken)
-
-
-def _check_one_share_per_card_and_request(
-    claim: Claim, shares: Sequence[tuple[int, AllocatedShare]]
-) -> None:
-    """Refuse two vDCU shares of one card in one request: they always meet in one container.
-
-    The DCU runtime confines a card in a container by one vdev config; two for the same card
-    would give it two masks (what it does then is unconfirmed, so fail closed and say why).
-    """
-    seen: set[tuple[str, str]] = set()
-    for _, share in shares:
-        if share.share_id is None or share.admin_access:
-            continue
-        slot = (share.request, share.device)
-        if slot in seen:
-            raise ClaimError(
-                f"claim {claim.ref}: request {share.request!r} got two shares of {share.device}; "
-                "a container takes one vDCU per card. Ask for one larger share, or add the "
-                "constraint distinctAttribute: resource.kubernetes.io/pciBusID to the claim"
-            )
-        seen.add(slot)
-
-
-def _check_within_card(claim: Claim, dcu: DcuDevice, share: AllocatedShare) -> None:
-    """A share may consume at most the card; the scheduler never gives more (the slice's max)."""
-    memory_bytes = dcu.memory_mib * MIB
-    if (share.cores or 0) > dcu.compute_units or (share.memory_bytes or 0) > memory_bytes:
-        raise ClaimError(
-            f"claim {claim.ref}: {dcu.name}: the allocation consumed {share.cores} CUs and "
-            f"{share.memory_bytes} bytes, more than the DCU's {dcu.compute_units} CUs and "
-            f"{memory_bytes} bytes; the scheduler never allocates that: was the claim's status "
-            "written by hand?"
-        )
-
-
-def _is_whole(dcu: DcuDevice, share: AllocatedShare) -> bool:
-    if share.cores is None and share.memory_bytes is None:
-        return True  # an exclusively allocated device
-    return (share.cores or 0) >= dcu.compute_units and (share.memory_bytes or 0) >= (
-        dcu.memory_mib * MIB
-    )
-
-
-def _cdi_device_name(uid: ClaimUID, device: str, share_id: str | None) -> str:
-    return f"{uid}-{device}" if share_id is None else f"{uid}-{device}-{share_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from dra_driver.cdi import spec as cdi
 from dra_driver.cdi import validate as cdi_validate
+from dra_driver.cdi.build import build_node_spec
+from dra_driver.cdi.files import stage_spec
+from dra_driver.cdi.model import Spec
 from dra_driver.errors import AllocationError, CheckpointError, ClaimError, DriverError
 from dra_driver.node.devices import DeviceName, Inventory, discover
 from dra_driver.node.mock import create_mock_node, parse_config
@@ -295,7 +297,7 @@ def test_no_two_devices_prepared_on_a_node_set_a_variable_to_different_values(
                 key, _, value = entry.partition("=")
                 values.setdefault(key, set()).add(value)
     assert {k: v for k, v in values.items() if len(v) > 1} == {}
-    node_spec = cdi.build_node_spec(node.inventory)
+    node_spec = build_node_spec(node.inventory)
     for device in node_spec.devices:
         for entry in device.container_edits.env:
             key, _, value = entry.partition("=")
@@ -495,14 +497,15 @@ def test_a_claim_whose_files_fail_fails_alone_in_a_call_with_others(
 ) -> None:
     plugin = node.plugin()
     good, bad, other = claim(share(cores=10)), claim(share(cores=10)), claim(share(cores=10))
-    real_stage_spec = cdi.stage_spec
+    real_stage_spec = stage_spec
 
-    def stage_spec(spec: cdi.Spec, directory: Path, file_name: str) -> object:
+    def failing_stage_spec(spec: Spec, directory: Path, file_name: str) -> object:
         if bad.ref.uid in file_name:
             raise OSError(28, "No space left on device", str(directory / file_name))
         return real_stage_spec(spec, directory, file_name)
 
-    monkeypatch.setattr(cdi, "stage_spec", stage_spec)
+    # The plugin calls the name it imported from cdi.files: patch it there.
+    monkeypatch.setattr("dra_driver.prepare.plugin.stage_spec", failing_stage_spec)
     results = plugin.prepare_claims([good, bad, other])
     assert isinstance(results[good.ref.uid], PrepareResult)
     assert isinstance(results[other.ref.uid], PrepareResult)
