@@ -7,6 +7,23 @@ registration (``pkg/apis/pluginregistration/v1/api.proto``), §3 the resource-he
 (KEP-4680, ``pkg/apis/dra-health/``), §5 what the kubelet does around the calls
 (kubernetes/kubernetes ``pkg/kubelet/cm/dra/manager.go``, ``claiminfo.go`` and ``plugin/``).
 
+It is a model, not the kubelet. Run beside a real kubelet v1.36.3 (issue 14), it differs in
+ways no test here covers, so nothing it shows about these is evidence about a real node:
+
+- after a failed or partly failed prepare the real kubelet still calls NodeUnprepareResources
+  for every driver of the claim (its claim cache is filled from the allocation before the
+  call); this fake forgets a claim whose prepare failed;
+- the real kubelet starts its 30 s slice wipe when no plugin of the driver is *connected* (a
+  SIGKILLed plugin that leaves its socket file loses its slices); this fake waits for the
+  socket file to go;
+- registration: the real GetInfo times out after 1 s (here 5 s by default), an empty
+  endpoint means the registration socket itself, sockets in subdirectories are found, and
+  its rejection texts differ;
+- the real kubelet prepares pods with one worker per pod, so calls for different pods
+  overlap; here one ``pod-worker`` thread makes every call;
+- pod status ``allocatedResourcesStatus`` (device health from the health stream) and a
+  kubelet restart with running pods are not modelled.
+
 Threads (all joined by :meth:`FakeKubelet.stop`):
 
 - ``heartbeat``: renews the node Lease and the Ready condition's heartbeat;
