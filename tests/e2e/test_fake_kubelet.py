@@ -225,6 +225,36 @@ def test_failed_prepare_keeps_the_pod_pending_and_is_retried(
     assert f"{namespace}/flaky" not in kubelet.pod_errors()
 
 
+def test_a_pod_whose_prepare_failed_gets_its_claim_unprepared_when_deleted(
+    kube: KubeClient,
+    namespace: str,
+    fake_kubelet: FakeKubeletFactory,
+    stub_plugin: StubPluginFactory,
+    driver_name: str,
+) -> None:
+    """As the real kubelet (v1.36.3) does: its claim cache is filled from the allocation before
+    it calls, so a claim whose prepare failed is still unprepared once its pod goes."""
+    kubelet = fake_kubelet(retry_interval_s=30.0)
+    plugin = stub_plugin(kubelet, driver=driver_name, prepare_failures=1)
+    offer_shared_device(kube, kubelet, driver=driver_name)
+    create_claim_template(kube, namespace, "quarter", driver=driver_name, capacity=QUARTER)
+
+    create_pod(kube, namespace, "doomed", template="quarter")
+    wait_for(
+        lambda: "injected" in (kubelet.pod_errors().get(f"{namespace}/doomed") or ""),
+        timeout_s=20,
+        description="the prepare to fail",
+    )
+    (failed,) = kubelet.calls(method=PREPARE)
+    assert failed.error is not None
+    kube.delete(paths.pods(namespace, "doomed"))
+    wait_for_pod_gone(kube, namespace, "doomed")
+
+    assert [c.claim_uids for c in kubelet.calls(method=UNPREPARE)] == [failed.claim_uids]
+    assert [c.claim_uids for c in plugin.recorded("NodeUnprepareResources")] == [failed.claim_uids]
+    assert kubelet.prepared_claims() == {}
+
+
 def test_node_is_ready_and_its_lease_is_renewed(
     kube: KubeClient, fake_kubelet: FakeKubeletFactory
 ) -> None:

@@ -10,9 +10,6 @@ registration (``pkg/apis/pluginregistration/v1/api.proto``), §3 the resource-he
 It is a model, not the kubelet. Run beside a real kubelet v1.36.3 (issue 14), it differs in
 ways no test here covers, so nothing it shows about these is evidence about a real node:
 
-- after a failed or partly failed prepare the real kubelet still calls NodeUnprepareResources
-  for every driver of the claim (its claim cache is filled from the allocation before the
-  call); this fake forgets a claim whose prepare failed;
 - the real kubelet starts its 30 s slice wipe when no plugin of the driver is *connected* (a
   SIGKILLed plugin that leaves its socket file loses its slices); this fake waits for the
   socket file to go;
@@ -106,7 +103,9 @@ class _ClaimInfo:
     drivers: tuple[str, ...]
     """Drivers of the allocation: one prepare batch each."""
     devices: dict[str, list[PreparedDevice]] = field(default_factory=dict)
-    """Per driver that answered a prepare (``DriverState``): those get the unprepare."""
+    """Per driver that answered a prepare (``DriverState``)."""
+    unprepared: set[str] = field(default_factory=set)
+    """Drivers whose unprepare succeeded; every driver of the allocation gets one."""
     pod_uids: set[str] = field(default_factory=set)
     prepared: bool = False
 
@@ -621,11 +620,13 @@ class FakeKubelet:
             for uid, info in list(self._claims.items()):
                 if info.pod_uids or (only is not None and uid not in only):
                     continue
-                if not info.devices:
-                    del self._claims[uid]  # never reached a plugin: nothing to unprepare
-                    continue
-                for driver in info.devices:
+                # Every driver of the allocation, prepared or not: the kubelet fills its
+                # claim cache from the allocation before it calls, so a prepare that failed
+                # (or failed for one driver) is still unprepared.
+                for driver in info.drivers:
                     batches.setdefault(driver, []).append(info.ref)
+                if not info.drivers:
+                    del self._claims[uid]
             self._save_checkpoint()
         errors: list[str] = []
         for driver in sorted(batches):
@@ -640,7 +641,8 @@ class FakeKubelet:
                     if done is None or done.pod_uids:
                         continue
                     done.devices.pop(driver, None)
-                    if not done.devices:
+                    done.unprepared.add(driver)
+                    if done.unprepared >= set(done.drivers):
                         del self._claims[ref.uid]
                 self._save_checkpoint()
         if errors:
