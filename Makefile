@@ -118,3 +118,120 @@ image: ## Build the container image $(IMAGE) from deploy/container/Dockerfile (n
 
 clean: ## Remove build outputs and the venv
 	rm -rf build $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Images for the real-node test bed, which runs containerd with no registry: OCI archives that
+# `ctr -n k8s.io images import` reads, written by dra_driver/testing/oci_image.py (host python3,
+# standard library only). Each step runs only when its inputs changed. Not part of `make test`.
+.PHONY: images
+IMAGES_DIR := build/images
+PAUSE_IMAGE_NAME := registry.local/dcu-dra/pause:3.10
+TEST_IMAGE_NAME := registry.local/dcu-dra/dcu-test:py3.11
+OCI_IMAGE_WRITER := dra_driver/testing/oci_image.py
+TEST_IMAGE_SCRIPT := tests/node/testimage/build-rootfs.sh
+# The downloaded .debs are a cache: only a change to the package list downloads them again.
+TEST_IMAGE_DEBS := $(IMAGES_DIR)/debs/versions.txt
+TEST_IMAGE_ROOTFS := $(IMAGES_DIR)/dcu-test-rootfs/etc/dcu-test-packages.txt
+
+images: $(IMAGES_DIR)/pause.tar $(IMAGES_DIR)/dcu-test.tar ## OCI archives of the pause and test images for ctr import (build/images/)
+
+$(IMAGES_DIR)/pause-rootfs/pause: tests/node/pause/main.go tests/node/pause/go.mod
+	@mkdir -p $(@D)
+	@# Static (no cgo), no paths or VCS stamp in the binary: the same source gives the same file.
+	@cd tests/node/pause && CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags '-s -w' -o $(CURDIR)/$@ .
+
+$(IMAGES_DIR)/pause.tar: $(IMAGES_DIR)/pause-rootfs/pause $(OCI_IMAGE_WRITER)
+	@$(PYTHON) -m dra_driver.testing.oci_image --rootfs $(IMAGES_DIR)/pause-rootfs \
+		--name $(PAUSE_IMAGE_NAME) --entrypoint /pause --out $@
+
+$(TEST_IMAGE_DEBS): tests/node/testimage/packages.txt
+	@echo "==> downloading the test image's Debian packages (needs apt lists: 'apt-get update' as root once)"
+	@$(TEST_IMAGE_SCRIPT) download $< $(IMAGES_DIR)/debs
+
+$(TEST_IMAGE_ROOTFS): $(TEST_IMAGE_DEBS) $(TEST_IMAGE_SCRIPT)
+	@$(TEST_IMAGE_SCRIPT) rootfs $(IMAGES_DIR)/debs $(IMAGES_DIR)/dcu-test-rootfs
+
+$(IMAGES_DIR)/dcu-test.tar: $(TEST_IMAGE_ROOTFS) $(OCI_IMAGE_WRITER)
+	@$(PYTHON) -m dra_driver.testing.oci_image --rootfs $(IMAGES_DIR)/dcu-test-rootfs \
+		--name $(TEST_IMAGE_NAME) --cmd /bin/sh --out $@
+
+# ---------------------------------------------------------------------------------------------
+# The real node (issue 14): kubelet, containerd + shim + ctr, runc and the CNI plugins, pinned,
+# built from the Go module proxy into build/bin/node/ (tests/controlplane/README.md, "The real
+# node's binaries"). Each target checks what the binaries report and builds only when that differs
+# from the pin, so a warm run is a no-op; the kubelet is a `go build` in the control plane's
+# module, whose cache decides. Not part of `make test` or `make demo` (yet).
+.PHONY: node-binaries kubelet containerd runc cni
+NODE_BIN := build/bin/node
+# The kubelet's version is the control plane's: the k8s.io/kubernetes required in its go.mod.
+KUBE_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2; exit}' tests/controlplane/go.mod)
+CONTAINERD_VERSION := v2.4.2
+RUNC_VERSION := v1.5.3
+CNI_PLUGINS_VERSION := v1.10.0
+CNI_PLUGINS := main/bridge ipam/host-local main/loopback meta/portmap
+KUBELET := $(NODE_BIN)/kubelet
+
+node-binaries: kubelet containerd runc cni ## Build the real node's binaries into build/bin/node/ (kubelet, containerd, runc, CNI)
+
+kubelet: ## Build the real kubelet (k8s.io/kubernetes, the control plane's module) into build/bin/node/
+	@# Like controlplane: Go rebuilds only what changed (about a second when nothing did). All but
+	@# ~100 of its packages are the control plane's, so after `make controlplane` it takes ~20 s.
+	@# -s -w (as upstream's release builds) only changes the link, not the shared package cache.
+	@[ "$$($(KUBELET) --version 2>/dev/null)" = "Kubernetes $(KUBE_VERSION)" ] \
+		|| echo "==> building $(KUBELET) $(KUBE_VERSION) (a cold build takes minutes)"
+	@mkdir -p $(NODE_BIN)
+	@cd tests/controlplane && $(GO) build -ldflags '-s -w' -o ../../$(KUBELET) ./kubelet 2>&1 | { grep -v '^go: downloading ' || true; }
+
+# containerd's own Makefile: version by ldflags, tag urfave_cli_no_docs, and the shim static
+# (no cgo) with tag no_grpc. Its CRI plugin is built in and CDI is always on in 2.x.
+containerd: ## Build the pinned containerd, containerd-shim-runc-v2 and ctr into build/bin/node/
+	@if [ "$$($(NODE_BIN)/containerd --version 2>/dev/null | cut -d' ' -f3)" != "$(CONTAINERD_VERSION)" ] \
+		|| [ "$$($(NODE_BIN)/ctr --version 2>/dev/null | cut -d' ' -f3)" != "$(CONTAINERD_VERSION)" ] \
+		|| [[ "$$($(NODE_BIN)/containerd-shim-runc-v2 -v 2>/dev/null)" != *"Version:  $(CONTAINERD_VERSION)"$$'\n'* ]]; then \
+		echo "==> building containerd, containerd-shim-runc-v2, ctr $(CONTAINERD_VERSION) into $(NODE_BIN) (a cold build takes minutes)"; \
+		mkdir -p $(NODE_BIN); \
+		ldflags="-s -w -X github.com/containerd/containerd/v2/version.Version=$(CONTAINERD_VERSION)"; \
+		GOBIN=$(CURDIR)/$(NODE_BIN) $(GO) install -trimpath -tags urfave_cli_no_docs -ldflags "$$ldflags" \
+			github.com/containerd/containerd/v2/cmd/containerd@$(CONTAINERD_VERSION) \
+			github.com/containerd/containerd/v2/cmd/ctr@$(CONTAINERD_VERSION) 2>&1 | { grep -v '^go: downloading ' || true; }; \
+		CGO_ENABLED=0 GOBIN=$(CURDIR)/$(NODE_BIN) $(GO) install -trimpath -tags 'urfave_cli_no_docs no_grpc' -ldflags "$$ldflags" \
+			github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$(CONTAINERD_VERSION) 2>&1 | { grep -v '^go: downloading ' || true; }; \
+	fi
+
+# runc needs cgo (nsenter) and, for seccomp (the chart's pods ask for RuntimeDefault; a runc
+# without it fails every such container), libseccomp's headers. Without libseccomp-dev installed,
+# its Debian package is fetched with `apt-get download` (no root install) into build/ and linked
+# statically; where neither works, runc is built without seccomp and says so.
+RUNC_SECCOMP_DEV := build/node-deps/libseccomp-dev
+runc: ## Build the pinned runc (with seccomp when libseccomp-dev is at hand) into build/bin/node/
+	@if [ "$$($(NODE_BIN)/runc --version 2>/dev/null | head -1)" != "runc version $(RUNC_VERSION:v%=%)" ]; then \
+		echo "==> building $(NODE_BIN)/runc $(RUNC_VERSION) (a cold build takes a minute)"; \
+		mkdir -p $(NODE_BIN); \
+		tags=urfave_cli_no_docs; \
+		if pkg-config --exists libseccomp 2>/dev/null; then tags="$$tags seccomp"; \
+		elif [ -f $(RUNC_SECCOMP_DEV)/usr/include/seccomp.h ] || { command -v apt-get >/dev/null \
+			&& rm -rf $(RUNC_SECCOMP_DEV) && mkdir -p $(RUNC_SECCOMP_DEV) \
+			&& (cd $(RUNC_SECCOMP_DEV) && apt-get download -qq libseccomp-dev 2>/dev/null) \
+			&& dpkg-deb -x $(RUNC_SECCOMP_DEV)/libseccomp-dev_*.deb $(RUNC_SECCOMP_DEV) \
+			&& rm -f $(RUNC_SECCOMP_DEV)/usr/lib/*/libseccomp.so; }; then \
+			tags="$$tags seccomp"; \
+			export PKG_CONFIG_SYSROOT_DIR=$(CURDIR)/$(RUNC_SECCOMP_DEV); \
+			export PKG_CONFIG_PATH=$$(echo $(CURDIR)/$(RUNC_SECCOMP_DEV)/usr/lib/*/pkgconfig); \
+		else echo "==> runc: no libseccomp headers (libseccomp-dev): building without seccomp"; fi; \
+		CGO_ENABLED=1 GOBIN=$(CURDIR)/$(NODE_BIN) $(GO) install -trimpath -tags "$$tags" -ldflags '-s -w' \
+			github.com/opencontainers/runc@$(RUNC_VERSION) 2>&1 | { grep -v '^go: downloading ' || true; }; \
+	fi
+
+# As the plugins' release script: static (no cgo), version by ldflags. A plugin run without
+# CNI_COMMAND prints "CNI <name> plugin <version>" (and the CNI versions it speaks).
+cni: ## Build the pinned CNI plugins bridge, host-local, loopback, portmap into build/bin/node/
+	@stale=; for p in $(notdir $(CNI_PLUGINS)); do \
+		[ "$$($(NODE_BIN)/$$p 2>&1 </dev/null | head -1)" = "CNI $$p plugin $(CNI_PLUGINS_VERSION)" ] || stale=1; \
+	done; \
+	if [ -n "$$stale" ]; then \
+		echo "==> building CNI plugins $(notdir $(CNI_PLUGINS)) $(CNI_PLUGINS_VERSION) into $(NODE_BIN) (a cold build takes a minute)"; \
+		mkdir -p $(NODE_BIN); \
+		CGO_ENABLED=0 GOBIN=$(CURDIR)/$(NODE_BIN) $(GO) install -trimpath \
+			-ldflags '-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$(CNI_PLUGINS_VERSION)' \
+			$(foreach p,$(CNI_PLUGINS),github.com/containernetworking/plugins/plugins/$(p)@$(CNI_PLUGINS_VERSION)) \
+			2>&1 | { grep -v '^go: downloading ' || true; }; \
+	fi

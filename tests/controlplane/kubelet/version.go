@@ -1,0 +1,59 @@
+package main
+
+import (
+	"runtime/debug"
+	"strings"
+	_ "unsafe" // for go:linkname
+
+	"k8s.io/component-base/version"
+)
+
+// A copy of ../version.go (the control plane's package main cannot be
+// imported). Upstream release builds set the version with -ldflags -X; `go
+// build` in this module (make kubelet) does not, and the kubelet would then
+// report "v0.0.0-master+$Format:%H$" (kubelet --version, and the Node's
+// status.nodeInfo.kubeletVersion). Fill the same variables at start-up from
+// the k8s.io/kubernetes version this binary was built with (../go.mod), so
+// the API server sees e.g. v1.36.3. Feature gates do not depend on this (they
+// use version.DefaultKubeBinaryVersion).
+
+//go:linkname gitMajor k8s.io/component-base/version.gitMajor
+var gitMajor string
+
+//go:linkname gitMinor k8s.io/component-base/version.gitMinor
+var gitMinor string
+
+//go:linkname gitVersion k8s.io/component-base/version.gitVersion
+var gitVersion string
+
+//go:linkname gitCommit k8s.io/component-base/version.gitCommit
+var gitCommit string
+
+//go:linkname gitTreeState k8s.io/component-base/version.gitTreeState
+var gitTreeState string
+
+// kubeVersion returns the version of the k8s.io/kubernetes module in the
+// build, or "" if unknown.
+func kubeVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	for _, dep := range bi.Deps {
+		if dep.Path == "k8s.io/kubernetes" {
+			return dep.Version
+		}
+	}
+	return ""
+}
+
+func setKubeVersion() {
+	v := kubeVersion()
+	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
+	if len(parts) != 3 {
+		return
+	}
+	gitMajor, gitMinor, gitVersion = parts[0], parts[1], v
+	gitCommit, gitTreeState = "", "clean"
+	_ = version.SetDynamicVersion(v) // a no-op check now that gitVersion == v
+}
