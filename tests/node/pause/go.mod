@@ -1,0 +1,3 @@
+module dcu-dra/tests/node/pause
+
+go 1.26.0
