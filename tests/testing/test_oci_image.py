@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -313,36 +312,3 @@ def test_cli_reports_errors_in_one_line(tmp_path: Path) -> None:
     assert (run.returncode, run.stdout) == (1, "")
     assert run.stderr.startswith("oci_image: error: image name 'untagged' has no tag")
     assert run.stderr.count("\n") == 1
-
-
-#: umoci (Debian package ``umoci``, or ``DCU_DRA_UMOCI``): an independent OCI implementation
-#: that checks blob digests and sizes while it unpacks.
-UMOCI = os.environ.get("DCU_DRA_UMOCI") or shutil.which("umoci")
-
-
-@pytest.mark.skipif(
-    UMOCI is None, reason="umoci not found (apt-get install umoci, or DCU_DRA_UMOCI)"
-)
-def test_umoci_unpacks_the_archive_to_the_rootfs(tmp_path: Path) -> None:
-    """An independent reader of the layout: umoci finds the image by its tag and unpacks it."""
-    assert UMOCI is not None
-    rootfs = make_rootfs(tmp_path / "root")
-    archive = write_image_archive(rootfs, SPEC, tmp_path / "image.tar")
-    layout = tmp_path / "layout"
-    layout.mkdir()
-    with tarfile.open(archive.path) as tar:
-        tar.extractall(layout, filter="data")
-    bundle = tmp_path / "bundle"
-    subprocess.run(
-        [UMOCI, "unpack", "--rootless", "--image", f"{layout}:1.0", str(bundle)],
-        check=True,
-        capture_output=True,
-    )
-    for rel, kind, mode, content in TREE:
-        unpacked = bundle / "rootfs" / rel
-        if kind == "symlink":
-            assert os.readlink(unpacked) == content, rel
-        else:
-            assert stat.S_IMODE(unpacked.lstat().st_mode) == mode, rel
-    process = json.loads((bundle / "config.json").read_text())["process"]
-    assert process["args"] == ["/bin/app", "--serve", "--port", "80"]
