@@ -83,16 +83,16 @@ class ContainerVariables:
     whole_claims: Mapping[str, str] = field(default_factory=dict)
     """PCI bus id -> claim, from ``DCU_<card>_CLAIM``."""
     vdcus: Mapping[int, VdcuVariables] = field(default_factory=dict)
-    unknown: tuple[str, ...] = ()
-    """``DCU_*`` keys that fit neither pattern (left by another tool, or mistyped)."""
 
 
 def parse(environ: Mapping[str, str]) -> ContainerVariables:
-    """Read our variables out of an environment; other variables are ignored. Pure."""
+    """Read our variables out of an environment, ignoring all others. Pure.
+
+    ``DCU_*`` variables of other tools that fit neither pattern are ignored too.
+    """
     uuids: dict[str, str] = {}
     whole_claims: dict[str, str] = {}
     vdcu_values: dict[int, dict[str, str]] = {}
-    unknown: list[str] = []
     for key, value in sorted(environ.items()):
         if not key.startswith(PREFIX):
             continue
@@ -101,11 +101,8 @@ def parse(environ: Mapping[str, str]) -> ContainerVariables:
             (uuids if card[5] == "UUID" else whole_claims)[bus] = value
         elif (vdcu := _VDCU_KEY.fullmatch(key)) is not None:
             vdcu_values.setdefault(int(vdcu[1]), {})[vdcu[2]] = value
-        else:
-            unknown.append(key)
     return ContainerVariables(
         uuids=uuids,
         whole_claims=whole_claims,
         vdcus={n: VdcuVariables(n, values) for n, values in sorted(vdcu_values.items())},
-        unknown=tuple(unknown),
     )
