@@ -530,3 +530,40 @@ def token_kubeconfig(admin_kubeconfig: Path, token: str, directory: Path) -> Pat
     path.write_text(yaml.safe_dump(document))
     path.chmod(0o600)
     return path
+
+
+# --- the real node (issue 14 prototype: dra_driver/testing/realnode) --------------------------
+
+
+@pytest.fixture
+def real_node(control_plane: ControlPlane, device_classes: None) -> Iterator[Any]:
+    """One real node (containerd, runc, CNI, the real kubelet) named 127.0.0.2, with a mock DCU
+    node (character devices) and the real daemon registered with its kubelet.
+
+    Skips with the reason when the machine cannot run one (not root, not Linux, no cgroups,
+    binaries or images missing). Teardown deletes its pods, stops everything and restores the
+    host state it changed (sysctls, links, mounts, cgroups, paths), also when the test failed.
+    Start and stop times are printed (``-s``) and kept in ``node.timings``.
+    """
+    import time
+
+    from dra_driver.testing.realnode import RealNode, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    node = RealNode(control_plane.client, control_plane.kubeconfig)
+    if node.swept:
+        print(f"\nrealnode: restored the host after a killed run first: {node.swept}")
+    started = time.monotonic()
+    try:
+        node.start()
+        print(f"\nrealnode: started in {time.monotonic() - started:.1f} s: {node.timings.steps}")
+        yield node
+    finally:
+        stopping = time.monotonic()
+        restored = node.stop()
+        print(
+            f"\nrealnode: stopped in {time.monotonic() - stopping:.1f} s: {node.timings.steps}"
+            f"\nrealnode: host restore: {restored}"
+        )

@@ -23,14 +23,26 @@ PRUNED=(usr/share usr/lib/binfmt.d usr/lib/x86_64-linux-gnu/gconv usr/lib/python
 
 die() { echo "build-rootfs.sh: $*" >&2; exit 1; }
 
+# apt-get download into $1 (set -o pipefail keeps apt-get's status through the filter).
+fetch() {
+	local into=$1
+	shift
+	# apt warns that root downloads "unsandboxed" when _apt cannot write here: expected, dropped.
+	(cd "$into" && apt-get download "$@" 2>&1 | { grep -v 'unsandboxed as root' || true; })
+}
+
 download() {
 	local packages_txt=$1 debs=$2 packages
 	mapfile -t packages < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$packages_txt")
 	rm -rf "$debs.tmp" && mkdir -p "$debs.tmp"
-	# apt warns that root downloads "unsandboxed" when _apt cannot write here: expected, dropped.
-	if ! (cd "$debs.tmp" && apt-get download "${packages[@]}" 2>&1 | { grep -v 'unsandboxed as root' || true; }); then
-		die "apt-get download failed for: ${packages[*]}. It needs Debian's package lists: run" \
-			"'apt-get update' once as root (the mirrors must be reachable), then make images again"
+	if ! fetch "$debs.tmp" "${packages[@]}"; then
+		# A fresh machine may have no package lists yet: as root, fetch them once and retry.
+		if [[ $(id -u) == 0 ]] && apt-get update -qq >/dev/null 2>&1 && fetch "$debs.tmp" "${packages[@]}"; then
+			:
+		else
+			die "apt-get download failed for: ${packages[*]}. It needs Debian's package lists:" \
+				"run 'apt-get update' once as root (the mirrors must be reachable), then make images again"
+		fi
 	fi
 	for deb in "$debs.tmp"/*.deb; do
 		printf '%s=%s\n' "$(dpkg-deb -f "$deb" Package)" "$(dpkg-deb -f "$deb" Version)"

@@ -1,0 +1,197 @@
+"""The real kubelet of one real node: its KubeletConfiguration and the process.
+
+:class:`Kubelet` writes a ``KubeletConfiguration`` for a cgroup-v1 host without systemd
+(``failCgroupV1: false``, ``cgroupDriver: cgroupfs``, a ``cgroupRoot`` of its own), serving
+on a loopback IPv4 address that is also the node's name (so the API server reaches it for
+logs/exec without DNS) with anonymous authentication and ``AlwaysAllow`` (the API server has no
+kubelet client certificate; the address is loopback only). It runs
+``kubelet --config --kubeconfig --root-dir --hostname-override`` (no ``--node-ip``: the
+kubelet rejects a loopback node IP and takes the host's default one) with the control plane's
+DRA feature gates and the node's containerd as the CRI endpoint, and stops it with
+SIGTERM, then SIGKILL.
+
+Everything the kubelet configures by path points under the node's directory: root dir (with the
+``plugins_registry`` dir our plugin registers in), certificates, pod logs, the flexvolume
+plugin dir. What it does not own: ``/var/lib/kubelet/device-plugins/kubelet.sock`` and
+``/var/log/containers`` (hard-coded in the kubelet), the sysctls it sets and the iptables
+chains it tries to create; :class:`~dra_driver.testing.realnode.hoststate.HostGuard` records
+and restores those. No static pods, no cluster DNS, no image GC or eviction to speak of
+(thresholds near zero), no swap.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from dra_driver.errors import DriverError
+from dra_driver.testing.processes import dies_with_parent
+
+#: As tests/controlplane/supervise.go passes to the control plane (all beta, on by default).
+FEATURE_GATES: dict[str, bool] = {
+    "DRAConsumableCapacity": True,
+    "DRAPartitionableDevices": True,
+    "DRADeviceTaints": True,
+    "DRADeviceBindingConditions": True,
+    "DRAExtendedResource": True,
+    "DRAResourceClaimDeviceStatus": True,
+    "DRAResourceClaimGranularStatusAuthorization": True,
+    "DRASchedulerFilterTimeout": True,
+    "ResourceHealthStatus": True,
+    "ResourceHealthStatusMessage": True,
+}
+
+
+class KubeletError(DriverError):
+    """The kubelet exited early or never registered its Node."""
+
+
+def free_port(address: str) -> int:
+    """A TCP port free on ``address`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Kubelet:
+    """One kubelet process for the node named ``node_ip`` (a loopback IPv4 literal)."""
+
+    base: Path
+    binary: Path
+    node_ip: str
+    kubeconfig: Path
+    runtime_endpoint: str
+    cgroup_root: str
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        self.root_dir = self.base / "root"
+        self.config_file = self.base / "kubelet.json"
+        self.log_file = self.base / "kubelet.log"
+        self.pod_logs_dir = self.base / "pod-logs"
+        self.process: subprocess.Popen[bytes] | None = None
+        if not self.port:
+            self.port = free_port(self.node_ip)
+
+    @property
+    def node_name(self) -> str:
+        """The Node's name: the loopback IPv4 literal the kubelet serves on."""
+        return self.node_ip
+
+    @property
+    def plugins_registry(self) -> Path:
+        """The dir the kubelet's plugin watcher watches for registration sockets."""
+        return self.root_dir / "plugins_registry"
+
+    @property
+    def plugins_dir(self) -> Path:
+        """``<root dir>/plugins``: where a DaemonSet mounts its plugin data dir."""
+        return self.root_dir / "plugins"
+
+    def config(self) -> dict[str, object]:
+        """The KubeletConfiguration document."""
+        return {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "failCgroupV1": False,
+            "cgroupDriver": "cgroupfs",
+            "cgroupRoot": self.cgroup_root,
+            "cgroupsPerQOS": True,
+            "containerRuntimeEndpoint": self.runtime_endpoint,
+            "imageServiceEndpoint": self.runtime_endpoint,
+            "address": self.node_ip,
+            "port": self.port,
+            "readOnlyPort": 0,
+            "healthzPort": 0,
+            "enableServer": True,
+            "authentication": {
+                "anonymous": {"enabled": True},
+                "webhook": {"enabled": False},
+                "x509": {},
+            },
+            "authorization": {"mode": "AlwaysAllow"},
+            "featureGates": FEATURE_GATES,
+            "failSwapOn": False,
+            "podLogsDir": str(self.pod_logs_dir),
+            "volumePluginDir": str(self.base / "volume-plugins"),
+            "evictionHard": {
+                "memory.available": "1Mi",
+                "nodefs.available": "1%",
+                "nodefs.inodesFree": "1%",
+                "imagefs.available": "1%",
+            },
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+            "registerNode": True,
+            "serializeImagePulls": False,
+            "nodeStatusUpdateFrequency": "5s",
+            "syncFrequency": "5s",
+            "fileCheckFrequency": "5s",
+            "runtimeRequestTimeout": "2m",
+            "resolvConf": "/etc/resolv.conf",
+            "localStorageCapacityIsolation": False,
+            "protectKernelDefaults": False,
+            "makeIPTablesUtilChains": False,
+            "shutdownGracePeriod": "0s",
+        }
+
+    def start(self) -> Kubelet:
+        """Write the config and start the kubelet (it registers its Node by itself)."""
+        self.root_dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(json.dumps(self.config(), indent=2))
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                dies_with_parent(
+                    [
+                        str(self.binary),
+                        "--config",
+                        str(self.config_file),
+                        "--kubeconfig",
+                        str(self.kubeconfig),
+                        "--root-dir",
+                        str(self.root_dir),
+                        "--cert-dir",
+                        str(self.base / "pki"),
+                        "--hostname-override",
+                        self.node_ip,
+                        "--v",
+                        "2",
+                    ]
+                ),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def check_running(self) -> None:
+        """Raise :class:`KubeletError` with the log's tail if the kubelet has exited."""
+        if self.process is not None and self.process.poll() is not None:
+            raise KubeletError(
+                f"the kubelet exited with {self.process.returncode}:\n{self.log_tail()}"
+            )
+
+    def stop(self, *, timeout_s: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout_s``; the exit code (None if never started)."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the kubelet's log."""
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""

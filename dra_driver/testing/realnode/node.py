@@ -1,0 +1,372 @@
+"""One real node joined to the local control plane, and its teardown.
+
+A real node is containerd, CNI, the real kubelet, a mock DCU node and the real
+``dcu-dra kubelet-plugin``.
+
+:class:`RealNode` starts, in order: a :class:`~.hoststate.HostGuard` snapshot; the kubelet's
+cgroup root; containerd (:mod:`.containerd`) with the CNI conflist (:mod:`.cni`); the pause
+and test images imported with ``ctr``; the kubelet (:mod:`.kubelet`), until its Node is
+Ready; a mock DCU node with character device nodes (``dcu-dra mock create --device-nodes
+char``); and the plugin (:class:`~dra_driver.testing.plugin_process.PluginProcess`) with the
+kubelet's ``plugins_registry`` as registrar dir, ``plugins/<driver>`` as data dir and the CDI dir
+containerd reads, until its ResourceSlice is published. :meth:`RealNode.stop` deletes the
+node's pods (so the kubelet unprepares their claims), stops the plugin, the kubelet and
+containerd, deletes the Node and its slices, and restores the host (:meth:`HostGuard.restore`).
+
+:func:`unavailable_reason` says why a real node cannot run here (not root, not Linux, no
+cgroups, a binary or image missing), or None.
+
+What it does not model (yet): more than one node per host at once is untested; the plugin
+runs with the admin kubeconfig, not the chart's ServiceAccount; no kube-proxy, DNS or
+cross-node pod network; the mock node's ``/sys`` is not the container's ``/sys``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dra_driver import DRIVER_NAME
+from dra_driver.cluster.kube import KubeClient, KubeError, NotFound, paths
+from dra_driver.testing.cluster import REPO_ROOT
+from dra_driver.testing.plugin_process import PluginProcess, dcu_dra_command
+from dra_driver.testing.realnode.cni import write_cni_config
+from dra_driver.testing.realnode.containerd import Containerd
+from dra_driver.testing.realnode.hoststate import HostGuard, create_cgroup_root
+from dra_driver.testing.realnode.kubelet import Kubelet, KubeletError
+from dra_driver.testing.waiting import wait_for
+
+NODE_BIN = REPO_ROOT / "build" / "bin" / "node"
+IMAGES_DIR = REPO_ROOT / "build" / "images"
+#: As the Makefile's PAUSE_IMAGE_NAME / TEST_IMAGE_NAME.
+PAUSE_IMAGE = "registry.local/dcu-dra/pause:3.10"
+TEST_IMAGE = "registry.local/dcu-dra/dcu-test:py3.11"
+NODE_BINARIES = (
+    "kubelet",
+    "containerd",
+    "containerd-shim-runc-v2",
+    "ctr",
+    "runc",
+    "bridge",
+    "host-local",
+    "loopback",
+    "portmap",
+)
+IMAGE_ARCHIVES = ("pause.tar", "dcu-test.tar")
+
+
+def unavailable_reason() -> str | None:
+    """Why a real node cannot run on this machine, or None when it can."""
+    if not sys.platform.startswith("linux"):
+        return f"a real node needs Linux (this is {sys.platform})"
+    if os.geteuid() != 0:
+        return "a real node needs root (kubelet, containerd, runc, CNI)"
+    if (
+        not Path("/sys/fs/cgroup/memory/cgroup.procs").exists()
+        and not Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    ):
+        return "a real node needs cgroups (no /sys/fs/cgroup/memory or cgroup2 mount)"
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        return "this prototype handles cgroup v1 only (cgroup v2 host)"
+    missing = [b for b in NODE_BINARIES if not (NODE_BIN / b).is_file()]
+    if missing:
+        return f"missing {', '.join(missing)} in {NODE_BIN}: run `make node-binaries`"
+    missing = [a for a in IMAGE_ARCHIVES if not (IMAGES_DIR / a).is_file()]
+    if missing:
+        return f"missing {', '.join(missing)} in {IMAGES_DIR}: run `make images`"
+    return None
+
+
+#: In every node's directory: the HostGuard snapshot and the pid of the process that owns it.
+GUARD_FILE = "hostguard.json"
+OWNER_FILE = "owner.pid"
+
+
+def sweep_stale_nodes(tmp: Path = Path("/tmp")) -> list[str]:
+    """Restore the host after real nodes whose owner died without a teardown (SIGKILL).
+
+    Such a run leaves the shims, the containers, their mounts and cgroups, the bridge and the
+    changed sysctls; its directory holds the snapshot taken before it started. Returns what was
+    done. Called before a new node takes its own snapshot.
+    """
+    done: list[str] = []
+    for guard_file in sorted(tmp.glob(f"rn*-*/{GUARD_FILE}")):
+        base = guard_file.parent
+        try:
+            owner = int((base / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            owner = 0
+        if owner and Path(f"/proc/{owner}").exists():
+            continue
+        actions = HostGuard.load(guard_file).restore()
+        shutil.rmtree(base, ignore_errors=True)
+        done.append(f"stale node {base}: {actions}")
+    return done
+
+
+@dataclass
+class Timings:
+    """Seconds per start-up and teardown step, for reports."""
+
+    steps: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, name: str, since: float) -> float:
+        """Record ``name`` as the time since ``since``; returns now."""
+        now = time.monotonic()
+        self.steps[name] = round(now - since, 2)
+        return now
+
+
+class RealNode:
+    """A real node named ``node_ip`` (a loopback IPv4 literal such as 127.0.0.2)."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        kubeconfig: Path,
+        *,
+        node_ip: str = "127.0.0.2",
+        index: int = 0,
+        snapshotter: str = "overlayfs",
+        plugin_args: tuple[str, ...] = (),
+    ) -> None:
+        self.client = client
+        self.kubeconfig = kubeconfig
+        self.node_ip = node_ip
+        #: What the sweep of dead runs restored before this node's snapshot.
+        self.swept = sweep_stale_nodes()
+        self.base = Path(tempfile.mkdtemp(prefix=f"rn{index}-", dir="/tmp"))
+        tag = self.base.name.replace("-", "").replace("_", "")[:10]
+        self.cgroup_root = f"/dcurn-{tag}"
+        self.bridge = f"dcurn{index}"
+        self.subnet = f"10.244.{100 + index}.0/24"
+        self.cdi_dir = self.base / "cdi"
+        self.mock_root = self.base / "dcu"
+        self.containerd = Containerd(
+            base=self.base / "ctrd",
+            bin_dir=NODE_BIN,
+            cdi_dir=self.cdi_dir,
+            cni_conf_dir=self.base / "cni",
+            sandbox_image=PAUSE_IMAGE,
+            snapshotter=snapshotter,
+        )
+        self.guard = HostGuard.snapshot(
+            self.base,
+            self.cgroup_root,
+            containerd_socket=str(self.containerd.socket),
+            containerd_state=str(self.containerd.base / "state"),
+        )
+        self.guard.save(self.base / GUARD_FILE)
+        (self.base / OWNER_FILE).write_text(str(os.getpid()))
+        self.kubelet = Kubelet(
+            base=self.base / "kl",
+            binary=NODE_BIN / "kubelet",
+            node_ip=node_ip,
+            kubeconfig=kubeconfig,
+            runtime_endpoint=self.containerd.endpoint,
+            cgroup_root=self.cgroup_root,
+        )
+        self.plugin = PluginProcess(
+            node_name=node_ip,
+            root=self.mock_root,
+            kubeconfig=kubeconfig,
+            registrar_dir=self.kubelet.plugins_registry,
+            data_dir=self.kubelet.plugins_dir / DRIVER_NAME,
+            cdi_dir=self.cdi_dir,
+            log_file=self.base / "plugin.log",
+            extra_args=plugin_args,
+        )
+        self.timings = Timings()
+        self.restored: list[str] = []
+
+    @property
+    def name(self) -> str:
+        """The Node's name (its loopback IPv4 literal)."""
+        return self.node_ip
+
+    # --- start ----------------------------------------------------------------------------
+
+    def start(self, *, timeout_s: float = 120.0) -> RealNode:
+        """Start everything, in order, until the plugin is registered and published.
+
+        On failure the caller must still call :meth:`stop` (it restores the host).
+        """
+        t = time.monotonic()
+        create_cgroup_root(self.cgroup_root)
+        self.cdi_dir.mkdir(parents=True, exist_ok=True)
+        write_cni_config(
+            self.base / "cni", bridge=self.bridge, subnet=self.subnet, ipam_dir=self.base / "ipam"
+        )
+        self.containerd.start()
+        t = self.timings.mark("containerd", t)
+        for archive in IMAGE_ARCHIVES:
+            self.containerd.import_image(IMAGES_DIR / archive)
+        t = self.timings.mark("images", t)
+        self.kubelet.start()
+        self.wait_node_ready(timeout_s=timeout_s)
+        t = self.timings.mark("kubelet_ready", t)
+        done = subprocess.run(
+            [
+                *dcu_dra_command(),
+                "mock",
+                "create",
+                "--root",
+                str(self.mock_root),
+                "--device-nodes",
+                "char",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"dcu-dra mock create failed: {done.stderr}")
+        self.plugin.start().wait_for_registration_socket()
+        self.plugin.wait_for_slices(self.client, timeout_s=timeout_s)
+        self.wait_plugin_registered(timeout_s=timeout_s)
+        self.timings.mark("plugin", t)
+        return self
+
+    def wait_node_ready(self, *, timeout_s: float) -> dict[str, Any]:
+        """Until the kubelet's Node is Ready with no taint left; returns it."""
+
+        def ready() -> dict[str, Any] | None:
+            self.kubelet.check_running()
+            try:
+                node = self.client.get(paths.nodes(self.name))
+            except NotFound:
+                return None
+            for cond in node.get("status", {}).get("conditions", []):
+                if cond["type"] == "Ready" and cond["status"] == "True":
+                    taints = node.get("spec", {}).get("taints") or []
+                    return None if taints else node
+            return None
+
+        try:
+            return wait_for(
+                ready, timeout_s=timeout_s, description=f"Node {self.name} Ready", interval_s=0.5
+            )
+        except AssertionError as exc:
+            raise KubeletError(f"{exc}\nkubelet log:\n{self.kubelet.log_tail()}") from None
+
+    def wait_plugin_registered(self, *, timeout_s: float) -> None:
+        """Until the plugin logs the kubelet's NotifyRegistrationStatus(registered=true)."""
+
+        def registered() -> bool:
+            self.kubelet.check_running()
+            return "registered with the kubelet as DRA driver" in self.plugin.output()
+
+        try:
+            wait_for(
+                registered,
+                timeout_s=timeout_s,
+                description="the kubelet registering the plugin",
+                interval_s=0.3,
+            )
+        except AssertionError as exc:
+            raise KubeletError(
+                f"{exc}\nplugin log:\n{self.plugin.log_tail()}"
+                f"\nkubelet log:\n{self.kubelet.log_tail()}"
+            ) from None
+
+    # --- stop -----------------------------------------------------------------------------
+
+    def node_pods(self) -> list[dict[str, Any]]:
+        """The pods bound to this node, in every namespace."""
+        items = self.client.list(paths.pods(), field_selector=f"spec.nodeName={self.name}").get(
+            "items"
+        )
+        return list(items or [])
+
+    def drain(self, *, timeout_s: float = 60.0) -> None:
+        """Delete the node's pods; wait until their containers stopped and claims unprepared.
+
+        That is: no pod of the node in the API, no task in containerd, no CDI spec left.
+
+        Pods force-deleted by someone else (a namespace teardown) vanish from the API at once;
+        the kubelet still kills their containers, so the wait is on containerd, not the API.
+        Best effort: a timeout is printed, and :meth:`stop` kills what is left anyway.
+        """
+        for pod in self.node_pods():
+            meta = pod["metadata"]
+            try:
+                self.client.delete(paths.pods(meta["namespace"], meta["name"]), grace_period_s=0)
+            except NotFound:
+                pass
+        if self.kubelet.process is None or self.kubelet.process.poll() is not None:
+            return
+
+        def drained() -> bool:
+            tasks = self.containerd.ctr("tasks", "ls", "-q", check=False).stdout.split()
+            return not self.node_pods() and not tasks and not self.plugin.spec_files()
+
+        try:
+            wait_for(
+                drained,
+                timeout_s=timeout_s,
+                description="the node's pods stopped and unprepared",
+                interval_s=0.3,
+            )
+        except AssertionError as exc:
+            print(f"realnode: {exc}")
+
+    def stop(self) -> list[str]:
+        """Stop everything and restore the host; returns what the restore did. Never raises."""
+        t = time.monotonic()
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("drain", self.drain),
+            ("plugin", lambda: self.plugin.stop() if self.plugin.process else None),
+            ("kubelet", self.kubelet.stop),
+            ("tasks", self.containerd.stop_all_tasks),
+            ("containerd", self.containerd.stop),
+            ("api_objects", self._delete_api_objects),
+        ]
+        for name, step in steps:
+            try:
+                step()
+            except Exception as exc:  # teardown goes on whatever fails
+                print(f"realnode: teardown step {name} failed: {exc!r}")
+            t = self.timings.mark(f"stop_{name}", t)
+        try:
+            self.restored = self.guard.restore()
+        finally:
+            self._remove_base()
+        self.timings.mark("stop_restore", t)
+        return self.restored
+
+    def _delete_api_objects(self) -> None:
+        try:
+            self.client.delete_collection(
+                paths.resource_slices(), field_selector=f"spec.nodeName={self.name}"
+            )
+        except KubeError as exc:
+            print(f"realnode: slices of {self.name}: {exc}")
+        try:
+            self.client.delete(paths.nodes(self.name))
+        except NotFound:
+            pass
+
+    def _remove_base(self) -> None:
+        # Keep the logs of the last run for a post-mortem (under /tmp, replaced by the next run).
+        keep = Path(tempfile.gettempdir()) / f"realnode-logs-{self.node_ip}"
+        shutil.rmtree(keep, ignore_errors=True)
+        keep.mkdir(parents=True, exist_ok=True)
+        for log in (
+            *self.base.rglob("*.log"),
+            *self.base.rglob("*.toml"),
+            *self.base.rglob("*.json"),
+        ):
+            if log.is_file() and log.stat().st_size < 50_000_000 and "pod-logs" not in log.parts:
+                shutil.copy(log, keep / str(log.relative_to(self.base)).replace("/", "_"))
+        # Device nodes and read-only bits are fine for rmtree as root; mounts were removed.
+        shutil.rmtree(self.base, ignore_errors=True)
+        if self.base.exists():
+            subprocess.run(["rm", "-rf", str(self.base)], check=False)
