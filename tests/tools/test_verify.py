@@ -562,3 +562,26 @@ def test_the_command_checks_its_own_environment(mock_root: Path, tmp_path: Path)
     done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=60, env=env)
     assert done.returncode == 1
     assert f"FAIL: {Z100_B} has no DCU_0000_5E_00_0_UUID variable" in done.stdout
+
+
+def test_a_sysfs_that_does_not_list_the_containers_cards_counts_render_nodes(
+    mock_root: Path, tmp_path: Path
+) -> None:
+    """In a real container /sys is the host's: on a node whose sysfs lists none of the
+    container's DCUs (the mock's cards, here) the variables are counted against the render
+    nodes, not failed for lacking a card sysfs cannot name (seen on the real-node test bed)."""
+    _, spec = prepare(mock_root, tmp_path, share("dcu-0000-af-00-0", None, None))
+    container = container_from_spec(spec, tmp_path / "ctr")
+    host_sys = tmp_path / "host-sys"
+    (host_sys / "bus/pci/devices").mkdir(parents=True)
+    env = env_from_spec(spec)
+    paths = (container / "etc/vdev/docker", container / "dev", host_sys)
+    report = verify(*paths, environ=env, allow_plain_files=PLAIN)
+    assert report.ok, format_report(report)
+    report = verify(
+        *paths, environ=env | {"DCU_0000_3B_00_0_UUID": "DCU-x"}, allow_plain_files=PLAIN
+    )
+    assert [c.message.split(";")[0] for c in report.problems] == [
+        "2 DCU_*_UUID variables but 1 render node(s) in the container (counted: sysfs maps none "
+        "of them to a card)"
+    ]

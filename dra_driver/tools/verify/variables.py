@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dra_driver.cdi import container_env
-from dra_driver.tools.verify.node_checks import dcus_present
+from dra_driver.tools.verify.node_checks import dcus_present, renders_present
 from dra_driver.tools.verify.report import REWRITE_HINT, Check, CheckKind, DeviceNode, Status
 from dra_driver.tools.verify.sysfs import Sysfs
 from dra_driver.vdcu.vdev import VdevConfig
@@ -45,12 +45,21 @@ def check_variables(
         for vdev_id in sorted(set(variables.vdcus) - set(files))
     )
     cards = {config.pci_bus_id for _, config in configs}
-    if sysfs.available:
+    renders = renders_present(nodes)
+    # Only a sysfs that maps this container's render nodes to cards can say which card a
+    # variable's render node is (a container's /sys is the host's: on a node whose DCUs it
+    # does not list, the render nodes are counted instead).
+    if sysfs.available and any(n.pci_bus_id is not None for n in renders):
         cards |= dcus_present(nodes, sysfs)
         problems.extend(
             f"DCU_{container_env.card_token(bus)}_UUID names {bus}, whose render node this "
             "container lacks"
             for bus in sorted(set(variables.uuids) - cards)
+        )
+    elif len(variables.uuids) > len(renders):
+        problems.append(
+            f"{len(variables.uuids)} DCU_*_UUID variables but {len(renders)} render node(s) "
+            "in the container (counted: sysfs maps none of them to a card)"
         )
     problems.extend(
         f"{bus} has no DCU_{container_env.card_token(bus)}_UUID variable"
