@@ -19,38 +19,13 @@ import subprocess
 import time
 from typing import Any
 
-import pytest
-
 from dra_driver.cluster.kube import KubeClient, paths
-from dra_driver.testing.cluster import REPO_ROOT, wait_for_pod_gone, wait_for_pod_running
-from dra_driver.testing.realnode.node import TEST_IMAGE, RealNode, unavailable_reason
+from dra_driver.testing.cluster import wait_for_pod_gone, wait_for_pod_running
+from dra_driver.testing.realnode.node import TEST_IMAGE, RealNode
 from dra_driver.testing.waiting import wait_for
+from tests.e2e.realnode.helpers import MARKS, PROBE, PYZ, VERIFY, container_log
 
-PYZ = REPO_ROOT / "build" / "dist" / "dcu-dra.pyz"
-_REASON = unavailable_reason() or (None if PYZ.is_file() else f"missing {PYZ}: run `make pyz`")
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.slow,
-    pytest.mark.skipif(_REASON is not None, reason=_REASON or ""),
-]
-
-VERIFY = "python3 -I -S /opt/dcu-dra/dcu-dra.pyz verify"
-#: Run in the container: its DRM/KFD device nodes with their numbers, vdev files, DCU_* vars.
-PROBE = """
-import json, os
-def numbers(path):
-    st = os.stat(path)
-    return [os.major(st.st_rdev), os.minor(st.st_rdev)]
-dev = {}
-for root, _, files in os.walk('/dev/dri'):
-    for f in files:
-        dev[os.path.join(root, f)] = numbers(os.path.join(root, f))
-for p in ('/dev/kfd', '/dev/mkfd'):
-    if os.path.exists(p):
-        dev[p] = numbers(p)
-env = {k: v for k, v in os.environ.items() if k.startswith('DCU_')}
-print(json.dumps({'dev': dev, 'vdev': sorted(os.listdir('/etc/vdev/docker')), 'env': env}))
-"""
+pytestmark = MARKS
 
 
 def quarter_template(namespace: str) -> dict[str, Any]:
@@ -107,13 +82,6 @@ def verify_pod(node: str) -> dict[str, Any]:
             "resourceClaims": [{"name": "dcu", "resourceClaimTemplateName": "quarter-dcu"}],
         },
     }
-
-
-def container_log(node: RealNode, pod: dict[str, Any]) -> str:
-    meta = pod["metadata"]
-    directory = node.kubelet.pod_logs_dir / f"{meta['namespace']}_{meta['name']}_{meta['uid']}"
-    files = sorted(directory.glob("ctr/*.log"))
-    return files[-1].read_text(errors="replace") if files else ""
 
 
 def test_quarter_card_pod_verifies_in_a_real_container(
@@ -179,7 +147,7 @@ def test_quarter_card_pod_verifies_in_a_real_container(
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
     print(f"container view: {seen}")
-    assert seen["vdev"] == [vdev_files[0].name]
+    assert list(seen["vdev"]) == [vdev_files[0].name]
     # Device nodes: the same numbers as the mock node's character devices on the host.
     for device in spec["devices"]:
         for dn in device.get("containerEdits", {}).get("deviceNodes", []):
