@@ -2,7 +2,8 @@
 
 - a pod whose two containers each name a different request of one claim (shares on two cards);
 - one container holding two claims (a share and a whole card);
-- one ResourceClaim shared by two pods (prepared once, unprepared after the last pod).
+- one ResourceClaim shared by two pods (prepared once, unprepared after the last pod);
+- a prepare the plugin refuses, then the pod deleted: the real kubelet still unprepares it.
 
 Each container runs ``dcu-dra verify`` into its log and the test runs it again (``--json``) and
 a probe of the container's view with ``ctr tasks exec`` (:mod:`.helpers`).
@@ -274,3 +275,57 @@ def test_a_claim_shared_by_two_pods(real_node: RealNode, kube: KubeClient, names
     assert real_node.plugin.output().count(f"] {prepared}") == 1
     assert real_node.plugin.spec_files() == [] and real_node.plugin.vdev_files() == []
     print(f"\ntest: pods Running after {running_s:.1f} s; body {time.monotonic() - started:.1f} s")
+
+
+def test_a_failed_prepare_is_unprepared_when_the_pod_goes_and_leaves_nothing(
+    real_node: RealNode, kube: KubeClient, namespace: str
+) -> None:
+    """The real kubelet unprepares a claim whose prepare failed once its pod is deleted (its
+    claim cache is filled from the allocation before it calls): the plugin answers, and no
+    CDI spec, vdev file or checkpoint entry is left behind."""
+    spec = claim_spec([share_request("dcu", index=0)])
+    # An opaque config the plugin refuses at prepare (no admission policy checks it).
+    spec["devices"]["config"] = [
+        {
+            "requests": ["dcu"],
+            "opaque": {
+                "driver": "dcu.hygon.com",
+                "parameters": {
+                    "apiVersion": "dcu.hygon.com/v1alpha1",
+                    "kind": "DcuConfig",
+                    "cuLayout": "diagonal",
+                },
+            },
+        }
+    ]
+    kube.create(paths.resource_claims(namespace), resource_claim("bad-config", spec))
+    pod_body = verify_pod(
+        "refused",
+        real_node.name,
+        [verify_container("ctr", [{"name": "dcu"}])],
+        [{"name": "dcu", "resourceClaimName": "bad-config"}],
+    )
+    kube.create(paths.pods(namespace), pod_body)
+    claim_name = f"{namespace}/bad-config"
+    wait_for(
+        lambda: f"prepare failed: claim {claim_name}" in real_node.plugin.output(),
+        timeout_s=60,
+        description="the plugin to refuse the prepare",
+        details=lambda: real_node.plugin.log_tail(20),
+    )
+    assert "cuLayout" in real_node.plugin.output()
+    pod = kube.get(paths.pods(namespace, "refused"))
+    assert pod["status"]["phase"] == "Pending", pod["status"]
+    claim = kube.get(paths.resource_claims(namespace, "bad-config"))
+    uid = claim["metadata"]["uid"]
+    assert not real_node.plugin.spec_file(uid).exists()
+
+    delete_pod(kube, namespace, "refused")
+    wait_for(
+        lambda: f"unprepared claim {claim_name} (uid {uid})" in real_node.plugin.output(),
+        timeout_s=60,
+        description="the real kubelet's NodeUnprepareResources for the refused claim",
+        details=lambda: real_node.plugin.log_tail(20),
+    )
+    assert real_node.plugin.spec_files() == [] and real_node.plugin.vdev_files() == []
+    assert uid not in real_node.plugin.checkpoint_claims()
