@@ -15,8 +15,10 @@ tiny launcher instead: a fresh ``python -S`` that sets the signal and execs the 
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 #: Sets PR_SET_PDEATHSIG (1) to the signal in argv[1], then execs argv[2:]. Best effort: where
 #: prctl is missing, the command still runs and ``stop()`` remains the way to end it.
@@ -38,3 +40,24 @@ def dies_with_parent(command: Sequence[str], *, sig: signal.Signals = signal.SIG
     if sys.platform != "linux":
         return list(command)
     return [sys.executable, "-S", "-c", _LAUNCHER, str(int(sig)), *command]
+
+
+def terminate(process: subprocess.Popen[bytes] | None, *, timeout_s: float = 20.0) -> int | None:
+    """SIGTERM, then SIGKILL after ``timeout_s``; the exit code (None if never started)."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
+def log_tail(log_file: Path, lines: int) -> str:
+    """The last ``lines`` lines of a child's log file; empty when there is none yet."""
+    try:
+        return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""

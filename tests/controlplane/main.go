@@ -8,6 +8,7 @@
 package main
 
 import (
+	"dcu-dra/tests/controlplane/internal/kubeversion"
 	"flag"
 	"fmt"
 	"os"
@@ -26,7 +27,7 @@ import (
 
 func main() {
 	if len(os.Args) > 1 {
-		setKubeVersion()
+		kubeversion.Set()
 		switch os.Args[1] {
 		case "apiserver":
 			os.Exit(runUpstream(apiserverapp.NewAPIServerCommand()))

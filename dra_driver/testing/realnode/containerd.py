@@ -21,13 +21,12 @@ create ``/var/run/nri``), and so are the snapshotters this host cannot use.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from dra_driver.errors import DriverError
-from dra_driver.testing.processes import dies_with_parent
+from dra_driver.testing.processes import dies_with_parent, log_tail, terminate
 from dra_driver.testing.waiting import wait_for
 
 NAMESPACE = "k8s.io"
@@ -177,19 +176,8 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
 
     def stop(self, *, timeout_s: float = 20.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout_s``; the exit code (None if never started)."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
+        return terminate(self.process, timeout_s=timeout_s)
 
     def log_tail(self, lines: int = 30) -> str:
         """The last ``lines`` lines of containerd's log."""
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
+        return log_tail(self.log_file, lines)

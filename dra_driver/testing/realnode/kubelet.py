@@ -22,14 +22,13 @@ and restores those. No static pods, no cluster DNS, no image GC or eviction to s
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from dra_driver.errors import DriverError
-from dra_driver.testing.processes import dies_with_parent
+from dra_driver.testing.processes import dies_with_parent, log_tail, terminate
 
 #: As tests/controlplane/supervise.go passes to the control plane (all beta, on by default).
 FEATURE_GATES: dict[str, bool] = {
@@ -179,19 +178,8 @@ class Kubelet:
 
     def stop(self, *, timeout_s: float = 20.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout_s``; the exit code (None if never started)."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
+        return terminate(self.process, timeout_s=timeout_s)
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the kubelet's log."""
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
+        return log_tail(self.log_file, lines)

@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"dcu-dra/tests/controlplane/internal/kubeversion"
 	"os"
 
 	"k8s.io/component-base/cli"
@@ -17,7 +18,7 @@ import (
 )
 
 func main() {
-	setKubeVersion()
+	kubeversion.Set()
 	command := app.NewKubeletCommand(context.Background())
 	code := cli.Run(command)
 	os.Exit(code)

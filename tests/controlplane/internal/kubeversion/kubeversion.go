@@ -1,4 +1,7 @@
-package main
+// Package kubeversion makes the control plane's and the kubelet's binaries
+// report the k8s.io/kubernetes version they were built from; both mains call
+// Set first.
+package kubeversion
 
 import (
 	"runtime/debug"
@@ -8,14 +11,12 @@ import (
 	"k8s.io/component-base/version"
 )
 
-// A copy of ../version.go (the control plane's package main cannot be
-// imported). Upstream release builds set the version with -ldflags -X; `go
-// build` in this module (make kubelet) does not, and the kubelet would then
-// report "v0.0.0-master+$Format:%H$" (kubelet --version, and the Node's
-// status.nodeInfo.kubeletVersion). Fill the same variables at start-up from
-// the k8s.io/kubernetes version this binary was built with (../go.mod), so
-// the API server sees e.g. v1.36.3. Feature gates do not depend on this (they
-// use version.DefaultKubeBinaryVersion).
+// Upstream release builds set the version with -ldflags -X; `go build` in
+// this module (make controlplane) cannot, and /version would then report
+// "v0.0.0-master+$Format:%H$". Fill the same variables at start-up from the
+// k8s.io/kubernetes version this binary was built with (go.mod), so clients
+// see e.g. v1.36.3. Feature gates do not depend on this (they use
+// version.DefaultKubeBinaryVersion).
 
 //go:linkname gitMajor k8s.io/component-base/version.gitMajor
 var gitMajor string
@@ -47,7 +48,9 @@ func kubeVersion() string {
 	return ""
 }
 
-func setKubeVersion() {
+// Set fills component-base's version variables from the build's
+// k8s.io/kubernetes module version (nothing when it is unknown).
+func Set() {
 	v := kubeVersion()
 	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
 	if len(parts) != 3 {
