@@ -37,7 +37,6 @@ from typing import Any, Protocol
 
 import grpc
 import pytest
-import yaml
 
 from dra_driver import DRIVER_NAME
 from dra_driver.cluster.kube import ApiError, KubeClient, KubeError, NotFound, paths
@@ -49,18 +48,22 @@ from dra_driver.testing.cluster import (
     delete_namespace,
     ensure_object,
     load_yaml,
+    temporary_objects,
     unique_name,
 )
 from dra_driver.testing.fakekubelet import FakeKubelet
+from dra_driver.testing.identity import (
+    PLUGIN_NAMESPACE,
+    create_plugin_pod,
+    request_plugin_token,
+    token_kubeconfig,
+)
 from dra_driver.testing.plugin_process import PluginProcess, dcu_dra_command
 from tests.e2e.stubplugin import StubDraPlugin
 
 #: Tests use a short retry interval: a retried prepare should not cost 5 s.
 TEST_RETRY_INTERVAL_S = 0.5
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
-#: Where deploy/rbac.yaml puts the kubelet plugin's ServiceAccount.
-PLUGIN_NAMESPACE = "dcu-dra"
-PLUGIN_ACCOUNT = "dcu-dra-kubelet-plugin"
 #: A container image that is never pulled (there is no runtime); any valid name works.
 PAUSE = "registry.k8s.io/pause:3.10"
 
@@ -271,7 +274,7 @@ class DaemonNode:
         self.identity_pod: str | None = None
         kubeconfig = plane.kubeconfig
         if plugin_identity:
-            pod = create_plugin_pod(self.kube, self.name)
+            pod = create_plugin_pod(self.kube, self.name, image=PAUSE)
             self.identity_pod = pod["metadata"]["name"]
             kubeconfig = token_kubeconfig(
                 plane.kubeconfig, request_plugin_token(self.kube, bound_pod=pod), base
@@ -480,90 +483,55 @@ def delete_quietly(kube: KubeClient, path: str) -> None:
         print(f"cleanup of {path} failed: {exc}")
 
 
-# --- the plugin's ServiceAccount (deploy/rbac.yaml) ------------------------------------------
-
-
-def create_plugin_pod(kube: KubeClient, node: str) -> dict[str, Any]:
-    """A Pod of the plugin's ServiceAccount on ``node`` (create the Node first: a token bound
-    to the Pod records the Pod's node). Delete it afterwards."""
-    return kube.create(
-        paths.pods(PLUGIN_NAMESPACE),
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": unique_name("plugin"), "namespace": PLUGIN_NAMESPACE},
-            "spec": {
-                "nodeName": node,
-                "serviceAccountName": PLUGIN_ACCOUNT,
-                "containers": [{"name": "plugin", "image": PAUSE}],
-            },
-        },
-    )
-
-
-def request_plugin_token(kube: KubeClient, *, bound_pod: Mapping[str, Any] | None) -> str:
-    """A token of the plugin's ServiceAccount (TokenRequest API), optionally bound to a Pod."""
-    spec: dict[str, Any] = {"expirationSeconds": 3600}
-    if bound_pod is not None:
-        metadata = bound_pod["metadata"]
-        spec["boundObjectRef"] = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "name": metadata["name"],
-            "uid": metadata["uid"],
-        }
-    answer = kube.create(
-        paths.service_accounts(PLUGIN_NAMESPACE, PLUGIN_ACCOUNT) + "/token",
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
-    )
-    return str(answer["status"]["token"])
-
-
-def token_kubeconfig(admin_kubeconfig: Path, token: str, directory: Path) -> Path:
-    """The admin kubeconfig's cluster (server, CA) with ``token`` as the only user."""
-    document = yaml.safe_load(admin_kubeconfig.read_text())
-    document["users"] = [{"name": "token", "user": {"token": token}}]
-    for context in document["contexts"]:
-        context["context"]["user"] = "token"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "token.kubeconfig"
-    path.write_text(yaml.safe_dump(document))
-    path.chmod(0o600)
-    return path
-
-
 # --- the real node (issue 14 prototype: dra_driver/testing/realnode) --------------------------
 
 
-@pytest.fixture
-def real_node(control_plane: ControlPlane, device_classes: None) -> Iterator[Any]:
-    """One real node (containerd, runc, CNI, the real kubelet) named 127.0.0.2, with a mock DCU
-    node (character devices) and the real daemon registered with its kubelet.
+@pytest.fixture(scope="module")
+def slice_policy(control_plane: ControlPlane) -> Iterator[None]:
+    """deploy/admission-slices.yaml: a plugin may write only its own node's slices."""
+    documents = load_yaml((DEPLOY_DIR / "admission-slices.yaml").read_text())
+    with temporary_objects(control_plane.client, documents):
+        yield
 
-    Skips with the reason when the machine cannot run one (not root, not Linux, no cgroups,
-    binaries or images missing). Teardown deletes its pods, stops everything and restores the
-    host state it changed (sysctls, links, mounts, cgroups, paths), also when the test failed.
-    Start and stop times are printed (``-s``) and kept in ``node.timings``.
+
+def started_real_nodes(control_plane: ControlPlane, count: int) -> Iterator[Any]:
+    """``count`` real nodes (:class:`RealNodes`), stopped and the host restored afterwards.
+
+    Skips with the reason when the machine cannot run them (not root, not Linux, no cgroups,
+    binaries or images missing). Start and stop times are printed (``-s``).
     """
-    import time
-
-    from dra_driver.testing.realnode import RealNode, unavailable_reason
+    from dra_driver.testing.realnode import RealNodes, unavailable_reason
 
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-    node = RealNode(control_plane.client, control_plane.kubeconfig)
-    if node.swept:
-        print(f"\nrealnode: restored the host after a killed run first: {node.swept}")
-    started = time.monotonic()
+    nodes = RealNodes(control_plane.client, control_plane.kubeconfig, count=count)
     try:
-        node.start()
-        print(f"\nrealnode: started in {time.monotonic() - started:.1f} s: {node.timings.steps}")
-        yield node
+        nodes.start()
+        if nodes.swept:
+            print(f"\nrealnode: restored the host after a killed run first: {nodes.swept}")
+        steps = {node.name: node.timings.steps for node in nodes.nodes}
+        print(f"\nrealnode: {count} started in {nodes.start_s:.1f} s: {steps}")
+        yield nodes
     finally:
-        stopping = time.monotonic()
-        restored = node.stop()
-        print(
-            f"\nrealnode: stopped in {time.monotonic() - stopping:.1f} s: {node.timings.steps}"
-            f"\nrealnode: host restore: {restored}"
-        )
+        restored = nodes.stop()
+        print(f"\nrealnode: stopped in {nodes.stop_s:.1f} s\nrealnode: host restore: {restored}")
+
+
+@pytest.fixture
+def real_node(
+    control_plane: ControlPlane, device_classes: None, slice_policy: None
+) -> Iterator[Any]:
+    """One real node (containerd, runc, CNI, the real kubelet) named 127.0.0.2, with a mock DCU
+    node (character devices) and the real daemon registered with its kubelet, authenticated as
+    deploy/rbac.yaml's ServiceAccount (:class:`~dra_driver.testing.realnode.RealNode`)."""
+    for nodes in started_real_nodes(control_plane, 1):
+        yield nodes[0]
+
+
+@pytest.fixture
+def real_nodes(
+    control_plane: ControlPlane, device_classes: None, slice_policy: None
+) -> Iterator[Any]:
+    """Two real nodes, 127.0.0.2 and 127.0.0.3, as ``real_node`` (a :class:`RealNodes`)."""
+    yield from started_real_nodes(control_plane, 2)

@@ -39,16 +39,14 @@ from dra_driver.testing.cluster import (
     temporary_objects,
     unique_name,
 )
-from dra_driver.testing.waiting import wait_for
-from tests.e2e.conftest import (
-    DEPLOY_DIR,
+from dra_driver.testing.identity import (
     PLUGIN_ACCOUNT,
     PLUGIN_NAMESPACE,
-    create_node,
     create_plugin_pod,
-    delete_quietly,
     request_plugin_token,
 )
+from dra_driver.testing.waiting import wait_for
+from tests.e2e.conftest import DEPLOY_DIR, PAUSE, create_node, delete_quietly
 
 pytestmark = pytest.mark.e2e
 
@@ -217,7 +215,7 @@ def plugin(deployed: KubeClient) -> Iterator[PluginIdentity]:
     create_node(kube, node)
     pod_name: str | None = None
     try:
-        pod = create_plugin_pod(kube, node)
+        pod = create_plugin_pod(kube, node, image=PAUSE)
         pod_name = pod["metadata"]["name"]
         token = request_plugin_token(kube, bound_pod=pod)
         with client_with_token(kube, token) as client:

@@ -142,11 +142,13 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
         return self
 
     def ctr(
-        self, *args: str, check: bool = True, timeout_s: float = 120.0
+        self, *args: str, check: bool = True, timeout_s: float = 120.0, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``ctr --address SOCKET -n k8s.io ARGS``."""
+        """Run ``ctr --address SOCKET -n k8s.io ARGS`` (``stdin``: text fed to it)."""
         done = subprocess.run(
             [str(self.bin_dir / "ctr"), "--address", str(self.socket), "-n", NAMESPACE, *args],
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=timeout_s,

@@ -9,16 +9,25 @@ and test images imported with ``ctr``; the kubelet (:mod:`.kubelet`), until its 
 Ready; a mock DCU node with character device nodes (``dcu-dra mock create --device-nodes
 char``); and the plugin (:class:`~dra_driver.testing.plugin_process.PluginProcess`) with the
 kubelet's ``plugins_registry`` as registrar dir, ``plugins/<driver>`` as data dir and the CDI dir
-containerd reads, until its ResourceSlice is published. :meth:`RealNode.stop` deletes the
-node's pods (so the kubelet unprepares their claims), stops the plugin, the kubelet and
+containerd reads, until its ResourceSlice is published. The plugin authenticates as the chart
+does, with deploy/rbac.yaml's ServiceAccount and a token bound to a pod of that account on the
+node (:mod:`dra_driver.testing.identity`; the pod runs the pause image), so RBAC and
+deploy/admission-slices.yaml's node check apply to it; ``plugin_identity=False`` gives it the
+admin kubeconfig instead. :meth:`RealNode.stop` deletes the node's pods (so the kubelet
+unprepares their claims), stops the plugin, deletes its identity pod, stops the kubelet and
 containerd, deletes the Node and its slices, and restores the host (:meth:`HostGuard.restore`).
+
+The test image is also tagged as the examples' image (:data:`EXAMPLE_IMAGE_ALIASES`), so
+deploy/examples run unchanged without a registry.
 
 :func:`unavailable_reason` says why a real node cannot run here (not root, not Linux, no
 cgroups, a binary or image missing), or None.
 
-What it does not model (yet): more than one node per host at once is untested; the plugin
-runs with the admin kubeconfig, not the chart's ServiceAccount; no kube-proxy, DNS or
-cross-node pod network; the mock node's ``/sys`` is not the container's ``/sys``.
+Several nodes share one host (:class:`~.nodes.RealNodes`): each has its own containerd,
+kubelet, cgroup root, bridge and subnet. What it does not model: the plugin runs as a host
+process, not in the DaemonSet's container (its token is requested once, not refreshed); no
+kube-proxy, DNS or cross-node pod network; the mock node's ``/sys`` is not the container's
+``/sys``.
 """
 
 from __future__ import annotations
@@ -37,6 +46,14 @@ from typing import Any
 from dra_driver import DRIVER_NAME
 from dra_driver.cluster.kube import KubeClient, KubeError, NotFound, paths
 from dra_driver.testing.cluster import REPO_ROOT
+from dra_driver.testing.identity import (
+    DEFAULT_EXPIRATION_S,
+    PLUGIN_NAMESPACE,
+    create_plugin_pod,
+    ensure_plugin_account,
+    request_plugin_token,
+    token_kubeconfig,
+)
 from dra_driver.testing.plugin_process import PluginProcess, dcu_dra_command
 from dra_driver.testing.realnode.cni import write_cni_config
 from dra_driver.testing.realnode.containerd import Containerd
@@ -49,6 +66,9 @@ IMAGES_DIR = REPO_ROOT / "build" / "images"
 #: As the Makefile's PAUSE_IMAGE_NAME / TEST_IMAGE_NAME.
 PAUSE_IMAGE = "registry.local/dcu-dra/pause:3.10"
 TEST_IMAGE = "registry.local/dcu-dra/dcu-test:py3.11"
+#: Other names of the test image: the image deploy/examples name (sh, python3 and sleep are
+#: all they need of it), so the examples run unchanged with no registry.
+EXAMPLE_IMAGE_ALIASES = ("docker.io/library/python:3.12-slim",)
 NODE_BINARIES = (
     "kubelet",
     "containerd",
@@ -137,6 +157,7 @@ class RealNode:
         index: int = 0,
         snapshotter: str = "overlayfs",
         plugin_args: tuple[str, ...] = (),
+        plugin_identity: bool = True,
     ) -> None:
         self.client = client
         self.kubeconfig = kubeconfig
@@ -174,10 +195,14 @@ class RealNode:
             runtime_endpoint=self.containerd.endpoint,
             cgroup_root=self.cgroup_root,
         )
+        #: The plugin's kubeconfig: a token of its ServiceAccount (written by :meth:`start`).
+        self.plugin_identity = plugin_identity
+        self.plugin_kubeconfig = self.base / "plugin.kubeconfig" if plugin_identity else kubeconfig
+        self.identity_pod: dict[str, Any] | None = None
         self.plugin = PluginProcess(
             node_name=node_ip,
             root=self.mock_root,
-            kubeconfig=kubeconfig,
+            kubeconfig=self.plugin_kubeconfig,
             registrar_dir=self.kubelet.plugins_registry,
             data_dir=self.kubelet.plugins_dir / DRIVER_NAME,
             cdi_dir=self.cdi_dir,
@@ -209,6 +234,8 @@ class RealNode:
         t = self.timings.mark("containerd", t)
         for archive in IMAGE_ARCHIVES:
             self.containerd.import_image(IMAGES_DIR / archive)
+        for alias in EXAMPLE_IMAGE_ALIASES:
+            self.containerd.ctr("images", "tag", "--force", TEST_IMAGE, alias)
         t = self.timings.mark("images", t)
         self.kubelet.start()
         self.wait_node_ready(timeout_s=timeout_s)
@@ -229,11 +256,22 @@ class RealNode:
         )
         if done.returncode != 0:
             raise RuntimeError(f"dcu-dra mock create failed: {done.stderr}")
+        if self.plugin_identity:
+            self._write_plugin_identity()
         self.plugin.start().wait_for_registration_socket()
         self.plugin.wait_for_slices(self.client, timeout_s=timeout_s)
         self.wait_plugin_registered(timeout_s=timeout_s)
         self.timings.mark("plugin", t)
         return self
+
+    def _write_plugin_identity(self) -> None:
+        """The plugin's pod on this node and a token bound to it, in :attr:`plugin_kubeconfig`."""
+        ensure_plugin_account(self.client)
+        self.identity_pod = create_plugin_pod(self.client, self.name, image=PAUSE_IMAGE)
+        token = request_plugin_token(
+            self.client, bound_pod=self.identity_pod, expiration_s=DEFAULT_EXPIRATION_S
+        )
+        token_kubeconfig(self.kubeconfig, token, self.base, name=self.plugin_kubeconfig.name)
 
     def wait_node_ready(self, *, timeout_s: float) -> dict[str, Any]:
         """Until the kubelet's Node is Ready with no taint left; returns it."""
@@ -279,17 +317,20 @@ class RealNode:
 
     # --- stop -----------------------------------------------------------------------------
 
-    def node_pods(self) -> list[dict[str, Any]]:
-        """The pods bound to this node, in every namespace."""
+    def node_pods(self, *, with_identity: bool = False) -> list[dict[str, Any]]:
+        """The pods bound to this node, in every namespace (but the plugin's identity pod)."""
         items = self.client.list(paths.pods(), field_selector=f"spec.nodeName={self.name}").get(
             "items"
         )
-        return list(items or [])
+        identity = None if self.identity_pod is None else self.identity_pod["metadata"]["uid"]
+        return [pod for pod in items or [] if with_identity or pod["metadata"]["uid"] != identity]
 
     def drain(self, *, timeout_s: float = 60.0) -> None:
-        """Delete the node's pods; wait until their containers stopped and claims unprepared.
+        """Delete the node's pods; wait until their claims are unprepared.
 
-        That is: no pod of the node in the API, no task in containerd, no CDI spec left.
+        That is: no pod of the node in the API (but the plugin's identity pod, which must
+        outlive the plugin: its token dies with it) and no CDI spec left. Their containers are
+        waited for by :meth:`delete_identity_pod`, which comes after the plugin stopped.
 
         Pods force-deleted by someone else (a namespace teardown) vanish from the API at once;
         the kubelet still kills their containers, so the wait is on containerd, not the API.
@@ -305,8 +346,7 @@ class RealNode:
             return
 
         def drained() -> bool:
-            tasks = self.containerd.ctr("tasks", "ls", "-q", check=False).stdout.split()
-            return not self.node_pods() and not tasks and not self.plugin.spec_files()
+            return not self.node_pods() and not self.plugin.spec_files()
 
         try:
             wait_for(
@@ -318,12 +358,35 @@ class RealNode:
         except AssertionError as exc:
             print(f"realnode: {exc}")
 
+    def delete_identity_pod(self, *, timeout_s: float = 30.0) -> None:
+        """Delete the plugin's identity pod; wait until containerd runs no task of the node."""
+        if self.identity_pod is not None:
+            try:
+                self.client.delete(
+                    paths.pods(PLUGIN_NAMESPACE, self.identity_pod["metadata"]["name"]),
+                    grace_period_s=0,
+                )
+            except NotFound:
+                pass
+        if self.kubelet.process is None or self.kubelet.process.poll() is not None:
+            return
+
+        def stopped() -> bool:
+            tasks = self.containerd.ctr("tasks", "ls", "-q", check=False).stdout.split()
+            return not self.node_pods(with_identity=True) and not tasks
+
+        try:
+            wait_for(stopped, timeout_s=timeout_s, description="the node's containers stopped")
+        except AssertionError as exc:
+            print(f"realnode: {exc}")
+
     def stop(self) -> list[str]:
         """Stop everything and restore the host; returns what the restore did. Never raises."""
         t = time.monotonic()
         steps: list[tuple[str, Callable[[], object]]] = [
             ("drain", self.drain),
             ("plugin", lambda: self.plugin.stop() if self.plugin.process else None),
+            ("identity", self.delete_identity_pod),
             ("kubelet", self.kubelet.stop),
             ("tasks", self.containerd.stop_all_tasks),
             ("containerd", self.containerd.stop),

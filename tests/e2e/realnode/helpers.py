@@ -8,6 +8,7 @@ pod log directory and run verify (``--json``) and :data:`PROBE` again with ``ctr
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import uuid
@@ -253,9 +254,9 @@ def logged_verify(node: RealNode, pod: dict[str, Any], container: str = "ctr") -
 
 
 def exec_in(
-    node: RealNode, pod: dict[str, Any], container: str, *argv: str
+    node: RealNode, pod: dict[str, Any], container: str, *argv: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``ctr tasks exec`` ``argv`` in the pod's running ``container``."""
+    """``ctr tasks exec`` ``argv`` in the pod's running ``container`` (``stdin``: fed to it)."""
     return node.containerd.ctr(
         "tasks",
         "exec",
@@ -264,7 +265,21 @@ def exec_in(
         container_id(pod, container),
         *argv,
         check=False,
+        stdin=stdin,
     )
+
+
+#: Writes its standard input, base64, to argv[1] (``ctr`` passes text, not bytes).
+WRITE_STDIN = (
+    "import base64, sys; open(sys.argv[1], 'wb').write(base64.b64decode(sys.stdin.read()))"
+)
+
+
+def copy_into(node: RealNode, pod: dict[str, Any], container: str, source: Path, dest: str) -> None:
+    """Copy a host file into the running container (as ``kubectl cp`` would), with python3."""
+    text = base64.b64encode(source.read_bytes()).decode()
+    done = exec_in(node, pod, container, "python3", "-I", "-S", "-c", WRITE_STDIN, dest, stdin=text)
+    assert done.returncode == 0, f"copying {source} into {container} failed: {done.stderr}"
 
 
 def exec_verify(
