@@ -27,7 +27,7 @@ from dra_driver import DRIVER_NAME
 from dra_driver.cdi.model import spec_file_name
 from dra_driver.cluster.kube import KubeClient, paths
 from dra_driver.errors import DriverError
-from dra_driver.kubeletplugin.plugin_server import DRA_SOCKET_NAME
+from dra_driver.kubeletplugin.plugin_server import dra_socket_name, registration_socket_name
 from dra_driver.prepare.checkpoint import CHECKPOINT_FILE
 from dra_driver.prepare.plugin import VDEV_SUBDIR, claim_kind
 from dra_driver.testing.processes import dies_with_parent
@@ -91,12 +91,14 @@ class PluginProcess:
         log_file: Path,
         driver_name: str = DRIVER_NAME,
         boot_id_file: Path | None = None,
+        pod_uid: str | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
         """Describe the daemon; nothing runs until :meth:`start`.
 
         ``boot_id_file`` replaces the kernel's boot id, so a test can play a reboot by
-        changing the file's content between two starts.
+        changing the file's content between two starts. ``pod_uid`` runs it as one instance
+        of a rolling update (``--rolling-update --pod-uid``; its sockets' names carry the UID).
         """
         self.node_name = node_name
         self.driver_name = driver_name
@@ -104,6 +106,7 @@ class PluginProcess:
         self.data_dir = data_dir
         self.cdi_dir = cdi_dir
         self.log_file = log_file
+        self.pod_uid = pod_uid
         self.args = [
             *dcu_dra_command(),
             "kubelet-plugin",
@@ -122,6 +125,7 @@ class PluginProcess:
             "--cdi-dir",
             str(cdi_dir),
             *(["--boot-id-file", str(boot_id_file)] if boot_id_file is not None else []),
+            *(["--rolling-update", "--pod-uid", pod_uid] if pod_uid is not None else []),
             *extra_args,
         ]
         self.process: subprocess.Popen[bytes] | None = None
@@ -237,19 +241,16 @@ class PluginProcess:
 
     @property
     def registration_socket(self) -> Path:
-        """The socket the kubelet's plugin watcher finds in the registrar dir.
-
-        As named without ``--rolling-update``, which puts the pod UID into both sockets' names.
-        """
-        return self.registrar_dir / f"{self.driver_name}-reg.sock"
+        """The socket the kubelet's plugin watcher finds in the registrar dir."""
+        name = registration_socket_name(
+            self.driver_name, pod_uid=self.pod_uid, registrar_dir=self.registrar_dir
+        )
+        return self.registrar_dir / name
 
     @property
     def dra_socket(self) -> Path:
-        """The socket the kubelet calls (NodePrepareResources, ...).
-
-        As named without ``--rolling-update``, like :attr:`registration_socket`.
-        """
-        return self.data_dir / DRA_SOCKET_NAME
+        """The socket the kubelet calls (NodePrepareResources, ...)."""
+        return self.data_dir / dra_socket_name(pod_uid=self.pod_uid, data_dir=self.data_dir)
 
     def wait_for_registration_socket(self, *, timeout_s: float = DEFAULT_READY_TIMEOUT_S) -> None:
         """Wait until the daemon's registration socket exists."""

@@ -505,7 +505,13 @@ def started_real_nodes(control_plane: ControlPlane, count: int) -> Iterator[Any]
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-    nodes = RealNodes(control_plane.client, control_plane.kubeconfig, count=count)
+    # Health checks every second (default 5 s): a fault shows within seconds.
+    nodes = RealNodes(
+        control_plane.client,
+        control_plane.kubeconfig,
+        count=count,
+        plugin_args=("--health-interval", "1"),
+    )
     try:
         nodes.start()
         if nodes.swept:

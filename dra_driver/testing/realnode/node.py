@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -133,6 +134,14 @@ def sweep_stale_nodes(tmp: Path = Path("/tmp")) -> list[str]:
 
 
 @dataclass
+class PluginInstance:
+    """One started ``dcu-dra kubelet-plugin`` of a node and its pod (None: admin kubeconfig)."""
+
+    process: PluginProcess
+    pod: dict[str, Any] | None
+
+
+@dataclass
 class Timings:
     """Seconds per start-up and teardown step, for reports."""
 
@@ -195,20 +204,13 @@ class RealNode:
             runtime_endpoint=self.containerd.endpoint,
             cgroup_root=self.cgroup_root,
         )
-        #: The plugin's kubeconfig: a token of its ServiceAccount (written by :meth:`start`).
         self.plugin_identity = plugin_identity
-        self.plugin_kubeconfig = self.base / "plugin.kubeconfig" if plugin_identity else kubeconfig
-        self.identity_pod: dict[str, Any] | None = None
-        self.plugin = PluginProcess(
-            node_name=node_ip,
-            root=self.mock_root,
-            kubeconfig=self.plugin_kubeconfig,
-            registrar_dir=self.kubelet.plugins_registry,
-            data_dir=self.kubelet.plugins_dir / DRIVER_NAME,
-            cdi_dir=self.cdi_dir,
-            log_file=self.base / "plugin.log",
-            extra_args=plugin_args,
-        )
+        self.plugin_args = plugin_args
+        #: Every plugin instance started (more than one during a rolling update), oldest first.
+        self.instances: list[PluginInstance] = []
+        #: The newest instance's process; with ``plugin_identity`` it is replaced by
+        #: :meth:`start_plugin_instance` (the instance's pod UID names its sockets).
+        self.plugin = self._plugin_process(kubeconfig, "plugin.log", pod_uid=None)
         self.timings = Timings()
         self.restored: list[str] = []
 
@@ -257,21 +259,68 @@ class RealNode:
         if done.returncode != 0:
             raise RuntimeError(f"dcu-dra mock create failed: {done.stderr}")
         if self.plugin_identity:
-            self._write_plugin_identity()
-        self.plugin.start().wait_for_registration_socket()
+            self.start_plugin_instance()
+        else:
+            self.instances.append(PluginInstance(self.plugin.start(), None))
+            self.plugin.wait_for_registration_socket()
         self.plugin.wait_for_slices(self.client, timeout_s=timeout_s)
         self.wait_plugin_registered(timeout_s=timeout_s)
         self.timings.mark("plugin", t)
         return self
 
-    def _write_plugin_identity(self) -> None:
-        """The plugin's pod on this node and a token bound to it, in :attr:`plugin_kubeconfig`."""
-        ensure_plugin_account(self.client)
-        self.identity_pod = create_plugin_pod(self.client, self.name, image=PAUSE_IMAGE)
-        token = request_plugin_token(
-            self.client, bound_pod=self.identity_pod, expiration_s=DEFAULT_EXPIRATION_S
+    def _plugin_process(
+        self, kubeconfig: Path, log_name: str, *, pod_uid: str | None
+    ) -> PluginProcess:
+        return PluginProcess(
+            node_name=self.node_ip,
+            root=self.mock_root,
+            kubeconfig=kubeconfig,
+            registrar_dir=self.kubelet.plugins_registry,
+            data_dir=self.kubelet.plugins_dir / DRIVER_NAME,
+            cdi_dir=self.cdi_dir,
+            log_file=self.base / log_name,
+            pod_uid=pod_uid,
+            extra_args=self.plugin_args,
         )
-        token_kubeconfig(self.kubeconfig, token, self.base, name=self.plugin_kubeconfig.name)
+
+    def start_plugin_instance(self) -> PluginInstance:
+        """Start a plugin instance as the chart's DaemonSet would start a pod on this node.
+
+        That is: a pod of the plugin's ServiceAccount here (running the pause image), a token
+        bound to it, and ``dcu-dra kubelet-plugin --rolling-update --pod-uid <its UID>`` with
+        that token, until its registration socket exists. It becomes :attr:`plugin`; an older
+        instance keeps running (a rolling update's surge) until :meth:`stop_plugin_instance`.
+        """
+        ensure_plugin_account(self.client)
+        pod = create_plugin_pod(self.client, self.name, image=PAUSE_IMAGE)
+        uid = pod["metadata"]["uid"]
+        token = request_plugin_token(self.client, bound_pod=pod, expiration_s=DEFAULT_EXPIRATION_S)
+        kubeconfig = token_kubeconfig(
+            self.kubeconfig, token, self.base, name=f"plugin-{uid[:8]}.kubeconfig"
+        )
+        self.plugin = self._plugin_process(kubeconfig, f"plugin-{uid[:8]}.log", pod_uid=uid)
+        instance = PluginInstance(self.plugin, pod)
+        self.instances.append(instance)
+        self.plugin.start().wait_for_registration_socket()
+        return instance
+
+    def stop_plugin_instance(self, instance: PluginInstance, sig: int = signal.SIGTERM) -> int:
+        """Stop an instance (its exit code) and delete its pod, as a rollout deletes a pod."""
+        code = instance.process.stop(sig) if instance.process.process is not None else 0
+        if instance.pod is not None:
+            try:
+                self.client.delete(
+                    paths.pods(PLUGIN_NAMESPACE, instance.pod["metadata"]["name"]),
+                    grace_period_s=0,
+                )
+            except NotFound:
+                pass
+        return code
+
+    @property
+    def plugin_kubeconfig(self) -> Path:
+        """The kubeconfig of the newest plugin instance."""
+        return Path(self.plugin.args[self.plugin.args.index("--kubeconfig") + 1])
 
     def wait_node_ready(self, *, timeout_s: float) -> dict[str, Any]:
         """Until the kubelet's Node is Ready with no taint left; returns it."""
@@ -322,15 +371,17 @@ class RealNode:
         items = self.client.list(paths.pods(), field_selector=f"spec.nodeName={self.name}").get(
             "items"
         )
-        identity = None if self.identity_pod is None else self.identity_pod["metadata"]["uid"]
-        return [pod for pod in items or [] if with_identity or pod["metadata"]["uid"] != identity]
+        identities = {i.pod["metadata"]["uid"] for i in self.instances if i.pod is not None}
+        return [
+            pod for pod in items or [] if with_identity or pod["metadata"]["uid"] not in identities
+        ]
 
     def drain(self, *, timeout_s: float = 60.0) -> None:
         """Delete the node's pods; wait until their claims are unprepared.
 
-        That is: no pod of the node in the API (but the plugin's identity pod, which must
-        outlive the plugin: its token dies with it) and no CDI spec left. Their containers are
-        waited for by :meth:`delete_identity_pod`, which comes after the plugin stopped.
+        That is: no pod of the node in the API (but the plugin instances' pods, which must
+        outlive the plugin: its token dies with its pod) and no CDI spec left. Their containers
+        are waited for by :meth:`stop_plugins`, which comes after.
 
         Pods force-deleted by someone else (a namespace teardown) vanish from the API at once;
         the kubelet still kills their containers, so the wait is on containerd, not the API.
@@ -358,16 +409,10 @@ class RealNode:
         except AssertionError as exc:
             print(f"realnode: {exc}")
 
-    def delete_identity_pod(self, *, timeout_s: float = 30.0) -> None:
-        """Delete the plugin's identity pod; wait until containerd runs no task of the node."""
-        if self.identity_pod is not None:
-            try:
-                self.client.delete(
-                    paths.pods(PLUGIN_NAMESPACE, self.identity_pod["metadata"]["name"]),
-                    grace_period_s=0,
-                )
-            except NotFound:
-                pass
+    def stop_plugins(self, *, timeout_s: float = 30.0) -> None:
+        """Stop every plugin instance, delete their pods; wait until no task of the node runs."""
+        for instance in reversed(self.instances):
+            self.stop_plugin_instance(instance)
         if self.kubelet.process is None or self.kubelet.process.poll() is not None:
             return
 
@@ -385,8 +430,7 @@ class RealNode:
         t = time.monotonic()
         steps: list[tuple[str, Callable[[], object]]] = [
             ("drain", self.drain),
-            ("plugin", lambda: self.plugin.stop() if self.plugin.process else None),
-            ("identity", self.delete_identity_pod),
+            ("plugins", self.stop_plugins),
             ("kubelet", self.kubelet.stop),
             ("tasks", self.containerd.stop_all_tasks),
             ("containerd", self.containerd.stop),
