@@ -160,7 +160,7 @@ $(IMAGES_DIR)/dcu-test.tar: $(TEST_IMAGE_ROOTFS) $(OCI_IMAGE_WRITER)
 # node's binaries"). Each target checks what the binaries report and builds only when that differs
 # from the pin, so a warm run is a no-op; the kubelet is a `go build` in the control plane's
 # module, whose cache decides. Not part of `make test` or `make demo` (yet).
-.PHONY: node-binaries kubelet containerd runc cni
+.PHONY: node-binaries kubelet kubectl containerd runc cni
 NODE_BIN := build/bin/node
 # The kubelet's version is the control plane's: the k8s.io/kubernetes required in its go.mod.
 KUBE_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2; exit}' tests/controlplane/go.mod)
@@ -180,6 +180,14 @@ kubelet: ## Build the real kubelet (k8s.io/kubernetes, the control plane's modul
 		|| echo "==> building $(KUBELET) $(KUBE_VERSION) (a cold build takes minutes)"
 	@mkdir -p $(NODE_BIN)
 	@cd tests/controlplane && $(GO) build -ldflags '-s -w' -o ../../$(KUBELET) ./kubelet 2>&1 | { grep -v '^go: downloading ' || true; }
+
+KUBECTL := build/bin/kubectl
+kubectl: ## Build the cluster's kubectl (k8s.io/kubectl, the control plane's module) into build/bin/
+	@# ~1.5 min after `make controlplane` (most packages are shared); a no-op when up to date.
+	@[ "$$($(KUBECTL) version --client 2>/dev/null | head -1)" = "Client Version: $(KUBE_VERSION)" ] \
+		|| echo "==> building $(KUBECTL) $(KUBE_VERSION)"
+	@mkdir -p $(dir $(KUBECTL))
+	@cd tests/controlplane && $(GO) build -ldflags '-s -w' -o ../../$(KUBECTL) ./kubectl 2>&1 | { grep -v '^go: downloading ' || true; }
 
 # containerd's own Makefile: version by ldflags, tag urfave_cli_no_docs, and the shim static
 # (no cgo) with tag no_grpc. Its CRI plugin is built in and CDI is always on in 2.x.

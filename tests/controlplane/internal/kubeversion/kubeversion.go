@@ -8,6 +8,7 @@ import (
 	"strings"
 	_ "unsafe" // for go:linkname
 
+	_ "k8s.io/client-go/pkg/version" // its variables are set below
 	"k8s.io/component-base/version"
 )
 
@@ -33,6 +34,20 @@ var gitCommit string
 //go:linkname gitTreeState k8s.io/component-base/version.gitTreeState
 var gitTreeState string
 
+// kubectl's client version is client-go's own copy of the same variables.
+
+//go:linkname clientGitMajor k8s.io/client-go/pkg/version.gitMajor
+var clientGitMajor string
+
+//go:linkname clientGitMinor k8s.io/client-go/pkg/version.gitMinor
+var clientGitMinor string
+
+//go:linkname clientGitVersion k8s.io/client-go/pkg/version.gitVersion
+var clientGitVersion string
+
+//go:linkname clientGitTreeState k8s.io/client-go/pkg/version.gitTreeState
+var clientGitTreeState string
+
 // kubeVersion returns the version of the k8s.io/kubernetes module in the
 // build, or "" if unknown.
 func kubeVersion() string {
@@ -45,10 +60,19 @@ func kubeVersion() string {
 			return dep.Version
 		}
 	}
+	// kubectl does not link k8s.io/kubernetes; its staging modules are
+	// versioned v0.<minor>.<patch> for Kubernetes v1.<minor>.<patch>.
+	for _, dep := range bi.Deps {
+		if dep.Path == "k8s.io/client-go" && dep.Replace != nil {
+			if rest, ok := strings.CutPrefix(dep.Replace.Version, "v0."); ok {
+				return "v1." + rest
+			}
+		}
+	}
 	return ""
 }
 
-// Set fills component-base's version variables from the build's
+// Set fills component-base's and client-go's version variables from the build's
 // k8s.io/kubernetes module version (nothing when it is unknown).
 func Set() {
 	v := kubeVersion()
@@ -58,5 +82,7 @@ func Set() {
 	}
 	gitMajor, gitMinor, gitVersion = parts[0], parts[1], v
 	gitCommit, gitTreeState = "", "clean"
+	clientGitMajor, clientGitMinor, clientGitVersion = parts[0], parts[1], v
+	clientGitTreeState = "clean"
 	_ = version.SetDynamicVersion(v) // a no-op check now that gitVersion == v
 }
