@@ -52,7 +52,7 @@ type: $(VENV_STAMP) ## mypy (strict on dra_driver)
 unit: $(VENV_STAMP) ## pytest only
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-test: lint type controlplane helm cdiruntime node-binaries images pyz unit ## Everything CI runs: lint, types, the builds, all tests (the real node as root)
+test: lint type controlplane helm cdiruntime node-binaries images kubectl pyz unit ## Everything CI runs: lint, types, the builds, all tests (the real node as root)
 
 proto: $(VENV_STAMP) ## Regenerate dra_driver/kubeletplugin/_pb from proto/
 	$(PY) proto/generate.py
@@ -91,8 +91,10 @@ helm: ## Build the pinned helm into build/bin/helm from the Go module proxy
 			helm.sh/helm/v4/cmd/helm@$(HELM_VERSION) 2>&1 | { grep -v '^go: downloading ' || true; }; \
 	fi
 
-demo: $(VENV_STAMP) controlplane cdiruntime ## Two mock DCU nodes, the real plugin, every example pod (KEEP=1: stay up)
-	@$(PY) -m dra_driver.tools.demo $(if $(KEEP),--keep)
+# Real nodes need root on Linux: only there does make demo build their binaries, images and kubectl.
+REAL_NODE_DEPS := $(if $(and $(filter 0,$(shell id -u)),$(filter Linux,$(shell uname -s))),node-binaries images kubectl)
+demo: $(VENV_STAMP) controlplane cdiruntime $(if $(FAKE),,$(REAL_NODE_DEPS)) ## Two mock DCU nodes (real ones as root), the real plugin, every example pod (KEEP=1: stay up; FAKE=1: fake kubelets)
+	@$(PY) -m dra_driver.tools.demo $(if $(KEEP),--keep) $(if $(FAKE),--fake-nodes)
 
 bench: $(VENV_STAMP) controlplane ## Benchmark the plugin against floors measured in the same run (QUICK=1: a few cycles)
 	@$(PY) -m bench.run $(if $(QUICK),--quick) --json build/bench.json

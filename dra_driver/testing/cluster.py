@@ -78,7 +78,21 @@ class ControlPlane:
         return self._client
 
     def start(self, *, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> ControlPlane:
-        """Start the binary and wait for its READY line."""
+        """Start the binary and wait for its READY line.
+
+        The binary picks free ports by binding and closing them before its servers bind
+        again; another process may take one in between. A start that failed that way
+        ("address already in use" in its log) is tried again, up to three times.
+        """
+        for attempt in range(3):
+            try:
+                return self._start_once(timeout_s=timeout_s)
+            except ControlPlaneError as exc:
+                if attempt == 2 or "address already in use" not in str(exc):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, *, timeout_s: float) -> ControlPlane:
         if not self.binary.exists():
             raise ControlPlaneError(
                 f"{self.binary} does not exist: run `make controlplane` first "

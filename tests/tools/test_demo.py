@@ -175,7 +175,8 @@ def test_rows_join_allocation_vdev_file_and_cdi_ids(mock_root: Path) -> None:
         },
         prepared={
             quarter: prepared(quarter, (Z100_A, s_quarter)),
-            shared: prepared(shared, (Z100_A, s_shared)),
+            # The real kubelet's checkpoint lists a shared claim's device once per pod.
+            shared: prepared(shared, (Z100_A, s_shared), (Z100_A, s_shared)),
             whole: prepared(whole, (K100, s_whole)),
         },
     )

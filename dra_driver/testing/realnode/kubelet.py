@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dra_driver.errors import DriverError
+from dra_driver.testing.fakekubelet.model import PreparedClaim, PreparedDevice
 from dra_driver.testing.processes import dies_with_parent, log_tail, terminate
 
 #: As tests/controlplane/supervise.go passes to the control plane (all beta, on by default).
@@ -183,3 +184,50 @@ class Kubelet:
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the kubelet's log."""
         return log_tail(self.log_file, lines)
+
+    def prepared_claims(self) -> dict[str, PreparedClaim]:
+        """The claims this kubelet holds prepared (its DRA checkpoint), by UID."""
+        return read_prepared_claims(self.root_dir)
+
+
+#: The real kubelet's DRA checkpoint in its root dir (pkg/kubelet/cm/dra/manager.go).
+DRA_CHECKPOINT = "dra_manager_state"
+
+
+def read_prepared_claims(root_dir: Path) -> dict[str, PreparedClaim]:
+    """The claims the real kubelet holds prepared, by UID, from its DRA checkpoint.
+
+    The checkpoint (``state.Checkpoint`` of pkg/kubelet/cm/dra/state) is JSON ``{"Data":
+    "<JSON of CheckpointData>", "Checksum": <crc32>}``; ``Data`` lists ``ClaimInfoState``s with,
+    per driver, the devices the plugin returned (pool, device, share ID, requests, CDI IDs).
+    A missing file means nothing is prepared; a malformed one raises ``KeyError``/``ValueError``.
+    """
+    path = root_dir / DRA_CHECKPOINT
+    try:
+        outer = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    data = json.loads(outer["Data"])
+    claims: dict[str, PreparedClaim] = {}
+    for state in data.get("ClaimInfoStateList") or []:
+        devices = tuple(
+            PreparedDevice(
+                driver=driver,
+                pool=device["PoolName"],
+                device=device["DeviceName"],
+                request_names=tuple(device.get("RequestNames") or ()),
+                cdi_device_ids=tuple(device.get("CDIDeviceIDs") or ()),
+                share_id=device.get("ShareID"),
+            )
+            for driver, driver_state in sorted((state.get("DriverState") or {}).items())
+            for device in driver_state.get("Devices") or []
+        )
+        claims[state["ClaimUID"]] = PreparedClaim(
+            namespace=state["Namespace"],
+            name=state["ClaimName"],
+            uid=state["ClaimUID"],
+            drivers=tuple(sorted(state.get("DriverState") or {})),
+            devices=devices,
+            pod_uids=frozenset(state.get("PodUIDs") or ()),
+        )
+    return claims

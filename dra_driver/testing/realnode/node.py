@@ -32,6 +32,7 @@ kube-proxy, DNS or cross-node pod network; the mock node's ``/sys`` is not the c
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -39,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +108,11 @@ def unavailable_reason() -> str | None:
     return None
 
 
+#: Writes its standard input, base64, to argv[1] (``ctr`` passes text, not bytes).
+WRITE_STDIN = (
+    "import base64, sys; open(sys.argv[1], 'wb').write(base64.b64decode(sys.stdin.read()))"
+)
+
 #: In every node's directory: the HostGuard snapshot and the pid of the process that owns it.
 GUARD_FILE = "hostguard.json"
 OWNER_FILE = "owner.pid"
@@ -119,7 +126,10 @@ def sweep_stale_nodes(tmp: Path = Path("/tmp")) -> list[str]:
     done. Called before a new node takes its own snapshot.
     """
     done: list[str] = []
-    for guard_file in sorted(tmp.glob(f"rn*-*/{GUARD_FILE}")):
+    # Newest snapshot first: a later node of a run recorded the earlier nodes' changes as the
+    # host's own, so only restoring in reverse start order ends with the host as it was found.
+    guards = sorted(tmp.glob(f"rn*-*/{GUARD_FILE}"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for guard_file in guards:
         base = guard_file.parent
         try:
             owner = int((base / OWNER_FILE).read_text())
@@ -363,6 +373,40 @@ class RealNode:
                 f"{exc}\nplugin log:\n{self.plugin.log_tail()}"
                 f"\nkubelet log:\n{self.kubelet.log_tail()}"
             ) from None
+
+    # --- inside the containers ---------------------------------------------------------------
+
+    def exec_in(
+        self, container_id: str, *argv: str, stdin: str | None = None, timeout_s: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
+        """``ctr tasks exec`` ``argv`` in a running container (``stdin``: text fed to it).
+
+        As ``kubectl exec`` does, without the API server: the kubelet's CRI streaming server
+        is reached through the API server only.
+        """
+        return self.containerd.ctr(
+            "tasks",
+            "exec",
+            "--exec-id",
+            f"x{uuid.uuid4().hex[:12]}",
+            container_id,
+            *argv,
+            check=False,
+            stdin=stdin,
+            timeout_s=timeout_s,
+        )
+
+    def copy_into(self, container_id: str, source: Path, dest: str) -> None:
+        """Copy a host file into a running container (as ``kubectl cp``), with its python3.
+
+        Raises :class:`RuntimeError` naming the container when that fails.
+        """
+        text = base64.b64encode(source.read_bytes()).decode()
+        done = self.exec_in(
+            container_id, "python3", "-I", "-S", "-c", WRITE_STDIN, dest, stdin=text
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"copying {source} into container {container_id}: {done.stderr}")
 
     # --- stop -----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from types import FrameType
 
 from dra_driver.testing.cluster import REPO_ROOT
 from dra_driver.tools.demo.console import DemoError, prepare_build_dir, say, shown
+from dra_driver.tools.demo.realnodes import unavailable_reason
 from dra_driver.tools.demo.session import DemoSession
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dra_driver.tools.demo",
         description="Two mock DCU nodes with the real dcu-dra kubelet plugin on a local control "
-        "plane: every deploy/examples/*.yaml pod scheduled, allocated and prepared.",
+        "plane: every deploy/examples/*.yaml pod scheduled, allocated and prepared. The nodes "
+        "are real (containerd, runc, the real kubelet) where the machine allows it (root, "
+        "Linux, cgroup v1, make node-binaries images), else fake kubelets.",
+    )
+    parser.add_argument(
+        "--fake-nodes",
+        action="store_true",
+        help="Use fake kubelets even where real nodes could run (make demo FAKE=1).",
     )
     parser.add_argument(
         "--keep",
@@ -66,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return INTERRUPTED
     _log_to(build_dir / "demo.log")
-    session = DemoSession(build_dir)
+    reason = "asked for with --fake-nodes" if args.fake_nodes else unavailable_reason()
+    if reason is None:
+        say("real nodes: containerd, runc and the real kubelet (no Docker needed)")
+    else:
+        say(f"fake kubelets instead of real nodes: {reason}")
+    session = DemoSession(build_dir, real_nodes=reason is None)
     code = 0
     kept = False
     try:

@@ -28,6 +28,7 @@ from dra_driver.testing.cluster import (
 )
 from dra_driver.testing.container import runtime_unavailable_reason
 from dra_driver.testing.fakekubelet import UNPREPARE
+from dra_driver.testing.plugin_process import PluginProcess
 from dra_driver.testing.waiting import wait_for
 from dra_driver.tools.demo.console import DemoError, say, shown, step
 from dra_driver.tools.demo.containers import (
@@ -39,6 +40,7 @@ from dra_driver.tools.demo.containers import (
     run_verify,
 )
 from dra_driver.tools.demo.nodes import DemoNode, describe_inventory
+from dra_driver.tools.demo.realnodes import IN_CONTAINER_PYZ, RealDemoNodes
 from dra_driver.tools.demo.table import ShareRow, build_rows, format_json, format_table
 from dra_driver.tools.pyz import build_pyz
 from dra_driver.vdcu.vdev import VdevConfig, read_vdev_dir, vdev_file_name
@@ -46,6 +48,8 @@ from dra_driver.vdcu.vdev import VdevConfig, read_vdev_dir, vdev_file_name
 logger = logging.getLogger(__name__)
 
 DEPLOY_DIR = REPO_ROOT / "deploy"
+#: ``make kubectl``'s build, the cluster's own version (else the one on PATH).
+KUBECTL = REPO_ROOT / "build" / "bin" / "kubectl"
 #: Cluster objects, in dependency order (the namespace and account before their users).
 DEPLOY_FILES = ("rbac.yaml", "deviceclass.yaml", "admission-claims.yaml", "admission-slices.yaml")
 NODE_NAMES = ("dcu-node-1", "dcu-node-2")
@@ -58,15 +62,21 @@ TEARDOWN_TIMEOUT_S = 30.0
 
 
 class DemoSession:
-    """The control plane, two demo nodes and the examples, started step by step."""
+    """The control plane, two demo nodes and the examples, started step by step.
 
-    def __init__(self, build_dir: Path) -> None:
+    With ``real_nodes`` the nodes are real (:mod:`.realnodes`: containerd, runc, the real
+    kubelet); otherwise each is a fake kubelet (:mod:`.nodes`).
+    """
+
+    def __init__(self, build_dir: Path, *, real_nodes: bool = False) -> None:
         self.build_dir = build_dir
         self.log = build_dir / "demo.log"
         self.pyz = build_dir / "dcu-dra.pyz"
         self.containers_dir = build_dir / "containers"
         self.plane = ControlPlane(data_dir=build_dir)
         self.nodes: list[DemoNode] = []
+        self.real: RealDemoNodes | None = None
+        self.real_nodes = real_nodes
         self.example_pods: list[tuple[str, str]] = []
         self._plane_started = False
 
@@ -99,6 +109,9 @@ class DemoSession:
 
     def start_nodes(self) -> None:
         """Per node: mock DCU node, fake kubelet, then the real plugin; wait for both slices."""
+        if self.real_nodes:
+            self._start_real_nodes()
+            return
         for name in NODE_NAMES:
             node = DemoNode(
                 name=name,
@@ -127,6 +140,42 @@ class DemoSession:
             f"both plugins registered with their kubelets and published {devices} DCUs "
             f"in {len(slices)} ResourceSlices"
         )
+
+    def _start_real_nodes(self) -> None:
+        """Two real nodes, one after the other (:class:`RealDemoNodes`)."""
+        say(
+            "starting 2 real nodes: containerd, runc and CNI, the real kubelet, a mock DCU node "
+            "and dcu-dra kubelet-plugin as the chart's ServiceAccount (~5 s each)"
+        )
+        self.real = RealDemoNodes(self.plane.client, self.plane.kubeconfig)
+        with step("starting the real nodes", log=self.log):
+            try:
+                nodes = self.real.start()
+            except Exception as exc:
+                started = self.real.started
+                log = started[-1].plugin.log_file if started else self.log
+                raise DemoError(f"starting the real nodes: {exc}", log) from exc
+        if self.real.nodes.swept:
+            say(f"first restored the host after a killed run: {'; '.join(self.real.nodes.swept)}")
+        for node in nodes:
+            say(
+                f"{node.name}: kubelet {shown(node.kubelet.log_file)}, containerd "
+                f"{shown(node.containerd.log_file)}, plugin {shown(node.plugin.log_file)}; "
+                f"Ready in {sum(node.timings.steps.values()):.1f} s"
+            )
+        with step("reading the ResourceSlices", log=self.log):
+            slices = self.plane.client.list(paths.resource_slices())["items"]
+        devices = sum(len(s["spec"].get("devices") or []) for s in slices)
+        say(
+            f"both plugins registered with their real kubelets and published {devices} DCUs "
+            f"in {len(slices)} ResourceSlices"
+        )
+
+    def _plugins(self) -> dict[str, PluginProcess]:
+        """Each node's plugin, by node name."""
+        if self.real is not None:
+            return self.real.plugins()
+        return {node.name: node.plugin for node in self.nodes}
 
     def apply_examples(self) -> None:
         """Create every deploy/examples/*.yaml and wait until all their pods are Running."""
@@ -209,9 +258,12 @@ class DemoSession:
             client = self.plane.client
             prepared = {}
             vdevs: dict[str, list[VdevConfig]] = {}
+            if self.real is not None:
+                prepared.update(self.real.prepared_claims())
             for node in self.nodes:
                 prepared.update(node.kubelet.prepared_claims())
-                vdev_root = node.plugin.data_dir / VDEV_SUBDIR
+            for plugin in self._plugins().values():
+                vdev_root = plugin.data_dir / VDEV_SUBDIR
                 for directory in sorted(vdev_root.iterdir()) if vdev_root.is_dir() else []:
                     vdevs[directory.name] = read_vdev_dir(directory)
             return build_rows(
@@ -236,36 +288,65 @@ class DemoSession:
         showcase = next(
             (r for r in shares if SHOWCASE_POD in r.pods), shares[0] if shares else None
         )
-        targets = self._container_targets()
-        showcase_target = next(
-            (t for t in targets if showcase is not None and t.label in showcase.pods), None
-        )
         started = time.monotonic()
-        with step("running dcu-dra verify in the containers", log=self.log):
-            outcomes, report = run_verify(self.pyz, targets, text_of=showcase_target)
+        if self.real is not None:
+            outcomes, report, showcase_label, where = self._verify_real(showcase)
+        else:
+            outcomes, report, showcase_label, where = self._verify_laid_out(showcase)
         logger.info(
-            "verify ran in %d containers in %.2f s", len(targets), time.monotonic() - started
-        )
-        say(
-            "dcu-dra verify inside each example pod's container (laid out from its CDI devices "
-            f"under {shown(self.containers_dir)}/; run as python -I -S {shown(self.pyz)} verify):"
+            "verify ran in %d containers in %.2f s", len(outcomes), time.monotonic() - started
         )
         print(format_outcomes(outcomes), end="", flush=True)
         if showcase is not None and showcase.vdev is not None:
             self._show_share_files(showcase, showcase.vdev)
-        if showcase_target is not None and report is not None:
-            say(
-                f"what dcu-dra verify reports inside {showcase_target.label} "
-                f"(run in {shown(showcase_target.view.root)}):"
-            )
+        if showcase_label is not None and report is not None:
+            say(f"what dcu-dra verify reports inside {showcase_label} ({where}):")
             print(report, end="", flush=True)
         self._fail_on_problems(outcomes)
 
+    def _verify_laid_out(
+        self, showcase: ShareRow | None
+    ) -> tuple[list[VerifyOutcome], str | None, str | None, str]:
+        """Run verify in each container as laid out from its CDI devices (fake kubelets)."""
+        targets = self._container_targets()
+        showcase_target = next(
+            (t for t in targets if showcase is not None and t.label in showcase.pods), None
+        )
+        with step("running dcu-dra verify in the containers", log=self.log):
+            outcomes, report = run_verify(self.pyz, targets, text_of=showcase_target)
+        say(
+            "dcu-dra verify inside each example pod's container (laid out from its CDI devices "
+            f"under {shown(self.containers_dir)}/; run as python -I -S {shown(self.pyz)} verify):"
+        )
+        where = "" if showcase_target is None else f"run in {shown(showcase_target.view.root)}"
+        return outcomes, report, None if showcase_target is None else showcase_target.label, where
+
+    def _verify_real(
+        self, showcase: ShareRow | None
+    ) -> tuple[list[VerifyOutcome], str | None, str | None, str]:
+        """Run verify inside each example pod's real containers (copied in, ctr exec)."""
+        assert self.real is not None
+        with step("running dcu-dra verify in the real containers", log=self.log):
+            pods = [pod for pod in self._pod_states().values() if pod is not None]
+            containers = self.real.containers(pods)
+            showcase_container = next(
+                (c for c in containers if showcase is not None and c.label in showcase.pods),
+                None,
+            )
+            outcomes, report = self.real.verify(self.pyz, containers, text_of=showcase_container)
+        say(
+            "dcu-dra verify inside each example pod's container (a runc container; copied to "
+            f"{IN_CONTAINER_PYZ}, run with ctr tasks exec as python3 -I -S {IN_CONTAINER_PYZ} "
+            "verify):"
+        )
+        label = None if showcase_container is None else showcase_container.label
+        return outcomes, report, label, "its real container"
+
     def _show_share_files(self, share: ShareRow, vdev: VdevConfig) -> None:
-        node = next(n for n in self.nodes if n.name == share.node)
-        vdev_file = node.plugin.vdev_dir(share.claim_uid) / vdev_file_name(vdev.vdev_id)
-        spec_file = node.plugin.spec_file(share.claim_uid)
-        with step("reading the showcase share's files", log=node.plugin.log_file):
+        plugin = self._plugins()[share.node]
+        vdev_file = plugin.vdev_dir(share.claim_uid) / vdev_file_name(vdev.vdev_id)
+        spec_file = plugin.spec_file(share.claim_uid)
+        with step("reading the showcase share's files", log=plugin.log_file):
             vdev_text, spec_text = vdev_file.read_text(), spec_file.read_text()
         say(f"the vdev file of {', '.join(share.pods)} ({shown(vdev_file)}):")
         print(vdev_text, end="", flush=True)
@@ -318,8 +399,17 @@ class DemoSession:
         """What to run while ``--keep`` holds the cluster."""
         kubeconfig = shown(self.plane.kubeconfig)
         say(f"the cluster keeps running; kubeconfig: {kubeconfig}; try:")
+        kubectl = shown(KUBECTL) if KUBECTL.is_file() else "kubectl"
         for what in ("resourceslices", "resourceclaims", "pods -o wide"):
-            print(f"    kubectl --kubeconfig {kubeconfig} get {what} -A", flush=True)
+            print(f"    {kubectl} --kubeconfig {kubeconfig} get {what} -A", flush=True)
+        if self.real is not None:
+            # The API server reaches each real kubelet (named by its loopback address).
+            for what in (
+                "exec -n dcu-quarter quarter -- sh -c 'ls -l /dev/dri; cat /etc/vdev/docker/*'",
+                "logs -n dcu-shared producer",
+                "describe node 127.0.0.2",
+            ):
+                print(f"    {kubectl} --kubeconfig {kubeconfig} {what}", flush=True)
         say("press Ctrl-C to tear everything down")
 
     # --- teardown -------------------------------------------------------------------------
@@ -332,6 +422,8 @@ class DemoSession:
         exit is what the run failed on.
         """
         failures: list[str] = []
+        if self.real is not None:
+            return self._teardown_real(failures)
         if self.example_pods and self.nodes:
             try:
                 self._delete_pods_and_check_files()
@@ -354,8 +446,34 @@ class DemoSession:
             say("stopped the control plane")
         return failures
 
+    def _teardown_real(self, failures: list[str]) -> list[str]:
+        """Delete the pods, check the plugins cleaned up, stop the nodes and restore the host."""
+        assert self.real is not None
+        if self.example_pods and self.real.started:
+            try:
+                self._delete_pods_and_check_files()
+            except DemoError as exc:
+                failures.append(str(exc))
+        for name, plugin in self._plugins().items():
+            if plugin.process is not None and plugin.returncode is not None:
+                failures.append(
+                    f"{name}: dcu-dra kubelet-plugin exited with code {plugin.returncode} "
+                    f"(see {shown(plugin.log_file)})"
+                )
+        restored = self.real.stop()
+        self.plane.stop()
+        say(
+            "stopped the plugins, kubelets, containerd and the control plane; host restored "
+            f"({len(restored)} changes undone: cgroups, bridges, mounts, sysctls; see "
+            f"{shown(self.log)})"
+        )
+        logger.info("host restore: %s", restored)
+        return failures
+
     def kill(self) -> None:
         """Stop everything at once (a second Ctrl-C during teardown)."""
+        if self.real is not None:
+            self.real.stop()  # the host must be restored even now
         for node in reversed(self.nodes):
             if node.plugin.process is not None:
                 node.plugin.stop(timeout_s=0.1)
@@ -364,10 +482,13 @@ class DemoSession:
     def _delete_pods_and_check_files(self) -> None:
         say("tearing down: deleting the example pods, so the plugins unprepare their claims")
         client = self.plane.client
+        # A real kubelet honours the grace period, and the examples' `sleep infinity` ignores
+        # SIGTERM: without 0 each pod would take its 30 s.
+        grace = 0 if self.real is not None else None
         with step("deleting the example pods", log=self.log):
             for namespace, name in self.example_pods:
                 try:
-                    client.delete(paths.pods(namespace, name))
+                    client.delete(paths.pods(namespace, name), grace_period_s=grace)
                 except NotFound:
                     pass
         self._wait_for_pods(
@@ -376,19 +497,36 @@ class DemoSession:
             details=lambda: self._stuck_pods(gone=True),
             timeout_s=TEARDOWN_TIMEOUT_S,
         )
-        unprepared = {
-            uid
-            for node in self.nodes
-            for call in node.kubelet.calls(method=UNPREPARE, driver=DRIVER_NAME)
-            if call.error is None
-            for uid in call.claim_uids
-        }
-        left = [path for node in self.nodes for path in node.leftover_files()]
+        if self.real is not None:
+            real = self.real
+            # The real kubelet unprepares after the pod is gone from the API.
+            try:
+                wait_for(
+                    lambda: not real.leftover_files(),
+                    timeout_s=TEARDOWN_TIMEOUT_S,
+                    description="the unprepare of every claim",
+                )
+            except AssertionError:
+                pass  # reported below, with the files
+            count = real.unprepared_count()
+            left = real.leftover_files()
+            plugin_log = real.started[0].plugin.log_file
+        else:
+            count = len(
+                {
+                    uid
+                    for node in self.nodes
+                    for call in node.kubelet.calls(method=UNPREPARE, driver=DRIVER_NAME)
+                    if call.error is None
+                    for uid in call.claim_uids
+                }
+            )
+            left = [path for node in self.nodes for path in node.leftover_files()]
+            plugin_log = self.nodes[0].plugin.log_file
         if left:
             raise DemoError(
                 f"unprepare left {len(left)} files behind: "
                 + ", ".join(shown(path) for path in left[:3]),
-                self.nodes[0].plugin.log_file,
+                plugin_log,
             )
-        count = len(unprepared)
         say(f"unprepared {count} claim{'' if count == 1 else 's'}; no vdev or CDI files left")

@@ -164,12 +164,15 @@ def _cdi_ids(
 ) -> tuple[str, ...]:
     if claim is None:
         return ()
+    # Once each: the real kubelet records a shared claim's devices again for every pod.
     return tuple(
-        cdi_id
-        for prepared in claim.devices
-        if (prepared.pool, prepared.device) == (pool, device)
-        and (prepared.share_id or None) == (share_id or None)
-        for cdi_id in prepared.cdi_device_ids
+        dict.fromkeys(
+            cdi_id
+            for prepared in claim.devices
+            if (prepared.pool, prepared.device) == (pool, device)
+            and (prepared.share_id or None) == (share_id or None)
+            for cdi_id in prepared.cdi_device_ids
+        )
     )
 
 

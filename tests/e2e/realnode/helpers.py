@@ -8,10 +8,8 @@ pod log directory and run verify (``--json``) and :data:`PROBE` again with ``ctr
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -257,29 +255,12 @@ def exec_in(
     node: RealNode, pod: dict[str, Any], container: str, *argv: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``ctr tasks exec`` ``argv`` in the pod's running ``container`` (``stdin``: fed to it)."""
-    return node.containerd.ctr(
-        "tasks",
-        "exec",
-        "--exec-id",
-        f"t{uuid.uuid4().hex[:12]}",
-        container_id(pod, container),
-        *argv,
-        check=False,
-        stdin=stdin,
-    )
-
-
-#: Writes its standard input, base64, to argv[1] (``ctr`` passes text, not bytes).
-WRITE_STDIN = (
-    "import base64, sys; open(sys.argv[1], 'wb').write(base64.b64decode(sys.stdin.read()))"
-)
+    return node.exec_in(container_id(pod, container), *argv, stdin=stdin)
 
 
 def copy_into(node: RealNode, pod: dict[str, Any], container: str, source: Path, dest: str) -> None:
-    """Copy a host file into the running container (as ``kubectl cp`` would), with python3."""
-    text = base64.b64encode(source.read_bytes()).decode()
-    done = exec_in(node, pod, container, "python3", "-I", "-S", "-c", WRITE_STDIN, dest, stdin=text)
-    assert done.returncode == 0, f"copying {source} into {container} failed: {done.stderr}"
+    """Copy a host file into the pod's running ``container`` (as ``kubectl cp`` would)."""
+    node.copy_into(container_id(pod, container), source, dest)
 
 
 def exec_verify(
