@@ -123,7 +123,7 @@ clean: ## Remove build outputs and the venv
 
 # Images for the real-node test bed, which runs containerd with no registry: OCI archives that
 # `ctr -n k8s.io images import` reads, written by dra_driver/testing/oci_image.py (host python3,
-# standard library only). Each step runs only when its inputs changed. Not part of `make test`.
+# standard library only). Each step runs only when its inputs changed. Built by `make test`, and by `make demo` as root.
 .PHONY: images
 IMAGES_DIR := build/images
 PAUSE_IMAGE_NAME := registry.local/dcu-dra/pause:3.10
@@ -161,7 +161,7 @@ $(IMAGES_DIR)/dcu-test.tar: $(TEST_IMAGE_ROOTFS) $(OCI_IMAGE_WRITER)
 # built from the Go module proxy into build/bin/node/ (tests/controlplane/README.md, "The real
 # node's binaries"). Each target checks what the binaries report and builds only when that differs
 # from the pin, so a warm run is a no-op; the kubelet is a `go build` in the control plane's
-# module, whose cache decides. Not part of `make test` or `make demo` (yet).
+# module, whose cache decides. `make test` builds them; `make demo` as root.
 .PHONY: node-binaries kubelet kubectl containerd runc cni
 NODE_BIN := build/bin/node
 # The kubelet's version is the control plane's: the k8s.io/kubernetes required in its go.mod.
@@ -252,5 +252,5 @@ cni: ## Build the pinned CNI plugins bridge, host-local, loopback, portmap into 
 # joined to the local control plane, and the e2e test that runs verify in a real container.
 # Needs root on a Linux host with cgroups; the test skips, naming what is missing, otherwise.
 .PHONY: test-realnode
-test-realnode: $(VENV_STAMP) controlplane node-binaries images pyz ## Real-node e2e prototype (root; tests/e2e/realnode)
-	$(BIN)/pytest -q -s tests/e2e/realnode
+test-realnode: $(VENV_STAMP) controlplane node-binaries images kubectl pyz ## Only the real-node tests (root): the e2e suite, the host guard, the demo on real nodes
+	$(BIN)/pytest -q tests/e2e/realnode tests/testing/realnode tests/e2e/test_demo_e2e.py -k 'not fake'
