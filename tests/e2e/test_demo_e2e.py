@@ -32,6 +32,7 @@ from dra_driver.node.devices import DcuDevice, discover
 from dra_driver.node.mock import create_mock_node
 from dra_driver.testing.cluster import CONTROLPLANE_BINARY, REPO_ROOT, is_pod_running, load_yaml
 from dra_driver.testing.identity import PLUGIN_NAMESPACE
+from dra_driver.testing.realnode.hoststate import HostView
 from dra_driver.testing.waiting import wait_for
 from dra_driver.tools.demo.session import KUBECTL
 from dra_driver.tools.demo.table import HEADER
@@ -178,34 +179,15 @@ def mode_args(mode: str) -> list[str]:
     return ["--fake-nodes"] if mode == "fake" else []
 
 
-@dataclass(frozen=True)
-class HostState:
-    """What a real node changes on the host, as seen from outside (links, mounts, sysctls)."""
-
-    links: frozenset[str]
-    mounts: int
-    sysctls: tuple[tuple[str, str], ...]
-    node_dirs: tuple[str, ...]
-
-    @classmethod
-    def now(cls) -> HostState:
-        from dra_driver.testing.realnode.hoststate import SYSCTLS, links, read_sysctls
-
-        return cls(
-            links=frozenset(links()),
-            mounts=len(Path("/proc/self/mounts").read_text().splitlines()),
-            sysctls=tuple(sorted(read_sysctls(SYSCTLS).items())),
-            node_dirs=tuple(sorted(str(p) for p in Path("/tmp").glob("rn*-*"))),
-        )
-
-
 @pytest.fixture
 def host_state(mode: str) -> Iterator[None]:
     """A real-node demo must leave the host exactly as it found it."""
-    before = HostState.now() if mode == "real" else None
+    if mode != "real":
+        yield
+        return
+    before = HostView.now()
     yield
-    if before is not None:
-        assert HostState.now() == before
+    assert before.differences(HostView.now()) == []
 
 
 @pytest.fixture

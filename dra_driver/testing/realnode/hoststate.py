@@ -357,3 +357,48 @@ class HostGuard:
             subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True, check=False)
             subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True, check=False)
             self._note(f"deleted iptables chain {table}/{chain}")
+
+
+@dataclass(frozen=True)
+class HostView:
+    """What real nodes change on the host, seen from outside: compare one before and after.
+
+    Links, the sysctls of :data:`SYSCTLS`, iptables chains, which of :data:`HOST_PATHS`
+    exist, and anything left of a node: directories ``rn*-*`` in the temp dir, mounts under
+    them, ``dcurn-*`` cgroups, processes naming them.
+    """
+
+    links: frozenset[str]
+    sysctls: tuple[tuple[str, str], ...]
+    chains: frozenset[tuple[str, str]] | None
+    host_paths: frozenset[str]
+    node_dirs: frozenset[str]
+    node_mounts: frozenset[str]
+    node_cgroups: frozenset[str]
+    node_processes: frozenset[int]
+
+    @classmethod
+    def now(cls, tmp: Path = Path("/tmp")) -> HostView:
+        """The host as it is now."""
+        dirs = sorted(tmp.glob("rn*-*"))
+        chains = iptables_chains()
+        return cls(
+            links=frozenset(links()),
+            sysctls=tuple(sorted(read_sysctls(SYSCTLS).items())),
+            chains=None if chains is None else frozenset(chains),
+            host_paths=frozenset(p for p in HOST_PATHS if os.path.lexists(p)),
+            node_dirs=frozenset(str(d) for d in dirs),
+            node_mounts=frozenset(m for d in dirs for m in mounts_under(d)),
+            node_cgroups=frozenset(
+                str(p) for h in CGROUP_V1_ROOT.iterdir() for p in h.glob("dcurn-*")
+            ),
+            node_processes=frozenset(pid for d in dirs for pid in _pids_naming(str(d))),
+        )
+
+    def differences(self, later: HostView) -> list[str]:
+        """What differs in ``later``, one line per field; empty when the host is as it was."""
+        return [
+            f"{name}: {getattr(self, name)!r} -> {getattr(later, name)!r}"
+            for name in self.__dataclass_fields__
+            if getattr(self, name) != getattr(later, name)
+        ]

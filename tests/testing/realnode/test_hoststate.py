@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from dra_driver.testing.realnode.hoststate import HostGuard, cgroup_dirs, links, read_sysctls
+from dra_driver.testing.realnode.hoststate import (
+    HostGuard,
+    HostView,
+    cgroup_dirs,
+    links,
+    read_sysctls,
+)
 from dra_driver.testing.realnode.node import GUARD_FILE, OWNER_FILE, sweep_stale_nodes
 
 pytestmark = pytest.mark.skipif(
@@ -93,3 +99,15 @@ def test_the_sweep_leaves_a_live_owners_node_alone(tmp_path: Path) -> None:
     (base / OWNER_FILE).write_text(str(os.getpid()))
     assert sweep_stale_nodes(tmp_path) == []
     assert base.is_dir()
+
+
+def test_host_view_names_what_changed() -> None:
+    before = HostView.now()
+    assert before.differences(HostView.now()) == []
+    try:
+        subprocess.run(["ip", "link", "add", "dcurntest1", "type", "bridge"], check=True)
+        (changed,) = before.differences(HostView.now())
+        assert changed.startswith("links: ") and "dcurntest1" in changed
+    finally:
+        subprocess.run(["ip", "link", "del", "dcurntest1"], capture_output=True, check=False)
+    assert before.differences(HostView.now()) == []
