@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +86,51 @@ def test_slices_of_a_driver_gone_for_the_wiping_delay_are_deleted(
     )
 
 
+def test_a_killed_plugin_that_leaves_its_sockets_loses_its_slices(
+    kube: KubeClient,
+    fake_kubelet: FakeKubeletFactory,
+    stub_plugin: StubPluginFactory,
+    driver_name: str,
+) -> None:
+    """The kubelet v1.36 starts the wipe when no plugin of the driver is connected, not when
+    the registration socket goes: a SIGKILLed plugin's files stay, its slices go."""
+    kubelet = fake_kubelet(wiping_delay_s=1.0)
+    plugin = stub_plugin(kubelet, driver=driver_name)
+    wait_for(
+        lambda: [p for p in kubelet.connected_plugins() if p.driver == driver_name],
+        timeout_s=10,
+        description="the plugin's connection",
+    )
+    publish_devices(kube, kubelet, driver_name, [shared_device("dev-0")])
+
+    plugin.kill()
+    killed_at = time.monotonic()
+
+    wait_for(
+        lambda: node_slices(kube, kubelet.node_name) == [],
+        timeout_s=10,
+        description="the killed driver's slices to be wiped",
+    )
+    assert time.monotonic() - killed_at >= 1.0
+    assert plugin.registration_socket.exists()
+    assert [p.driver for p in kubelet.registered_plugins()] == [driver_name]
+    assert kubelet.connected_plugins() == []
+
+
 @pytest.mark.parametrize(
     ("options", "error"),
     [
-        ({"plugin_type": "CSIPlugin"}, "no handler registered for plugin type: 'CSIPlugin'"),
-        ({"supported_versions": ()}, "empty list of supported versions"),
+        (
+            {"plugin_type": "CSIPlugin"},
+            "RegisterPlugin error -- no handler registered for plugin type: CSIPlugin at "
+            "socket {socket}",
+        ),
+        (
+            {"supported_versions": ()},
+            "RegisterPlugin error -- plugin validation failed with err: invalid supported gRPC "
+            "versions of DRA driver plugin {driver} at endpoint {endpoint}: empty list of "
+            "supported gRPC services (aka supported versions)",
+        ),
     ],
     ids=["wrong-type", "no-supported-versions"],
 )
@@ -100,7 +141,7 @@ def test_plugin_with_bad_info_is_rejected_and_told_why(
     options: dict[str, Any],
     error: str,
 ) -> None:
-    """§2.3-2.4: validation fails → NotifyRegistrationStatus(false, reason); not registered."""
+    """§2.3-2.4: validation fails → NotifyRegistrationStatus(false, the kubelet's text)."""
     kubelet = fake_kubelet()
     plugin = stub_plugin(kubelet, driver=driver_name, **options)
 
@@ -112,7 +153,9 @@ def test_plugin_with_bad_info_is_rejected_and_told_why(
 
     assert plugin.registration_statuses[0] == (
         False,
-        f"RegisterPlugin error -- plugin registration failed with err: {error}",
+        error.format(
+            socket=plugin.registration_socket, driver=driver_name, endpoint=plugin.endpoint
+        ),
     )
     assert kubelet.registered_plugins() == []
     # The kubelet records the attempt after it answers the plugin: wait for the record too.
@@ -219,7 +262,9 @@ def test_failed_prepare_keeps_the_pod_pending_and_is_retried(
     assert phase_after_failure == "Pending"
     first, second = kubelet.calls(method=PREPARE)
     assert first.error is not None
-    assert first.error.startswith("NodePrepareResources failed: UNAVAILABLE: stub: injected")
+    assert first.error == (
+        "NodePrepareResources: rpc error: code = Unavailable desc = stub: injected failure"
+    )
     assert error == f"driver {driver_name}: {first.error}"
     assert (second.error, second.claim_uids) == (None, first.claim_uids)
     assert f"{namespace}/flaky" not in kubelet.pod_errors()

@@ -286,6 +286,10 @@ class FakeKubelet:
         """Currently registered plugins, oldest first."""
         return self.plugins.registered_plugins()
 
+    def connected_plugins(self) -> list[RegisteredPlugin]:
+        """Registered plugins whose gRPC connection is up, oldest first."""
+        return self.plugins.connected_plugins()
+
     def registration_attempts(self) -> list[RegistrationAttempt]:
         """Every registration attempt, in order."""
         return self.plugins.registration_attempts()
@@ -372,7 +376,7 @@ class FakeKubelet:
                 logger.warning("node %s heartbeat failed: %s", self.node_name, exc)
 
     def _wipe_driver_slices(self, driver: str) -> None:
-        """§5: a driver without a plugin for the wiping delay loses its slices on this node."""
+        """§5: a driver without a connected plugin for the delay loses its slices here."""
         logger.info("wiping ResourceSlices of driver %s on node %s", driver, self.node_name)
         self.client.delete_collection(
             paths.resource_slices(),
