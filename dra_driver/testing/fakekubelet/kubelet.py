@@ -26,8 +26,8 @@ Threads (all joined by :meth:`FakeKubelet.stop`):
 - ``heartbeat``: renews the node Lease and the Ready condition's heartbeat;
 - ``plugins`` (in :class:`PluginManager`): registration directory watcher and slice wiping;
 - ``pod-watch``: list + watch of the pods bound to the node, feeding pod records;
-- ``pod-worker``: the only thread that prepares and unprepares, so claim bookkeeping needs no
-  cross-thread ordering beyond the lock that guards reads by tests.
+- ``pods``: hands due pods to pod workers, one thread per pod sync and never two for one pod,
+  and runs the orphan sweep in its own thread.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -108,6 +108,8 @@ class _ClaimInfo:
     """Drivers whose unprepare succeeded; every driver of the allocation gets one."""
     pod_uids: set[str] = field(default_factory=set)
     prepared: bool = False
+    unpreparing: bool = False
+    """An unprepare of this claim is in flight; another caller leaves it to that one."""
 
     def snapshot(self) -> PreparedClaim:
         return PreparedClaim(
@@ -138,6 +140,8 @@ class _PodRecord:
     cdi_ids: dict[str, list[str]] = field(default_factory=dict)
     releasing: set[str] = field(default_factory=set)
     """Claim UIDs this pod released that may still need an unprepare."""
+    syncing: bool = False
+    """The pod's worker is running a sync; the next one waits for it (per-pod order)."""
 
 
 class FakeKubelet:
@@ -196,13 +200,16 @@ class FakeKubelet:
         self._pods: dict[str, _PodRecord] = {}
         self._claims: dict[str, _ClaimInfo] = {}
         self._orphans_due = math.inf
+        self._sweeping = False
+        #: Running pod workers and orphan sweeps, joined by stop().
+        self._workers: set[threading.Thread] = set()
         self._watch_stream: Any = None
         self._node_uid = ""
         self._ready_since = dt.datetime.now(dt.UTC)
         self._threads = [
             threading.Thread(target=self._heartbeat, name=f"fakekubelet-heartbeat-{node_name}"),
             threading.Thread(target=self._watch_pods, name=f"fakekubelet-pod-watch-{node_name}"),
-            threading.Thread(target=self._work, name=f"fakekubelet-pod-worker-{node_name}"),
+            threading.Thread(target=self._dispatch, name=f"fakekubelet-pods-{node_name}"),
         ]
         self._started = False
 
@@ -244,6 +251,10 @@ class FakeKubelet:
         for thread in self._threads:
             if thread.is_alive():
                 thread.join()
+        with self._lock:
+            workers = list(self._workers)
+        for worker in workers:
+            worker.join()
         logger.info("fake kubelet for node %s stopped", self.node_name)
 
     def __enter__(self) -> FakeKubelet:
@@ -276,6 +287,16 @@ class FakeKubelet:
             if record is None or not record.cdi_ids:
                 raise KeyError(f"pod {pod} has not been started by this fake kubelet")
             return {name: list(ids) for name, ids in record.cdi_ids.items()}
+
+    def pod_state(self, pod: str | tuple[str, str]) -> str | None:
+        """``starting``, ``running`` or ``terminating``; None for a pod it does not track."""
+        with self._lock:
+            record = self._find_pod(pod)
+            if record is None:
+                return None
+            if record.deleted or record.terminating:
+                return "terminating"
+            return "running" if record.started else "starting"
 
     def pod_errors(self) -> dict[str, str]:
         """The last start/stop error of each pod that has one, by ``namespace/name``."""
@@ -464,33 +485,72 @@ class FakeKubelet:
             self._orphans_due = 0.0
             self._wake.notify_all()
 
-    # --- pod worker -----------------------------------------------------------------------
+    # --- pod workers ----------------------------------------------------------------------
 
-    def _work(self) -> None:
+    def _dispatch(self) -> None:
+        """Hand due pods to their workers: one sync at a time per pod, pods in parallel.
+
+        As the kubelet's pod workers do, so NodePrepareResources calls for different pods
+        overlap while each pod's own syncs keep their order. The orphan sweep runs beside them.
+        """
         while not self._stop.is_set():
             with self._lock:
                 now = time.monotonic()
-                due = [record for record in self._pods.values() if record.due <= now]
+                due = [r for r in self._pods.values() if r.due <= now and not r.syncing]
                 for record in due:
-                    record.due = math.inf
-                sweep = self._orphans_due <= now
+                    record.due, record.syncing = math.inf, True
+                sweep = self._orphans_due <= now and not self._sweeping
                 if sweep:
-                    self._orphans_due = math.inf
+                    self._orphans_due, self._sweeping = math.inf, True
                 if not due and not sweep:
-                    next_due = min([r.due for r in self._pods.values()] + [self._orphans_due])
+                    waiting = [r.due for r in self._pods.values() if not r.syncing]
+                    next_due = min([*waiting, self._orphans_due])
                     self._wake.wait(timeout=min(max(next_due - now, 0.01), 0.5))
                     continue
-            for record in due:
-                if self._stop.is_set():
-                    return
+                for record in due:
+                    self._spawn(
+                        self._pod_worker,
+                        record,
+                        name=f"fakekubelet-pod-{record.namespace}/{record.name}",
+                    )
+                if sweep:
+                    self._spawn(self._sweep_orphans, None, name="fakekubelet-orphans")
+
+    def _spawn(self, target: Callable[[Any], None], record: Any, *, name: str) -> None:
+        """Start a tracked worker thread (lock held)."""
+
+        def run() -> None:
+            try:
+                target(record)
+            finally:
+                with self._lock:
+                    self._workers.discard(threading.current_thread())
+                    self._wake.notify_all()
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        self._workers.add(thread)
+        thread.start()
+
+    def _pod_worker(self, record: _PodRecord) -> None:
+        try:
+            if not self._stop.is_set():
                 self._sync_pod(record)
-            if sweep:
-                try:
-                    self._unprepare_orphans(None)
-                except (FakeKubeletError, KubeError) as exc:
-                    logger.warning("unprepare of orphaned claims failed: %s", exc)
-                    with self._lock:
-                        self._orphans_due = time.monotonic() + self.retry_interval_s
+        finally:
+            with self._lock:
+                record.syncing = False
+
+    def _sweep_orphans(self, _: None) -> None:
+        """The kubelet's reconcile loop: unprepare claims no pod on the node uses (§5)."""
+        try:
+            if not self._stop.is_set():
+                self._unprepare_orphans(None)
+        except (FakeKubeletError, KubeError) as exc:
+            logger.warning("unprepare of orphaned claims failed: %s", exc)
+            with self._lock:
+                self._orphans_due = time.monotonic() + self.retry_interval_s
+        finally:
+            with self._lock:
+                self._sweeping = False
 
     def _sync_pod(self, record: _PodRecord) -> None:
         """Start, or tear down, one pod; failures are retried later (§5 Prepare)."""
@@ -558,6 +618,13 @@ class FakeKubelet:
         A claim already prepared on this node (shared with another pod) is not sent again.
         Claims count as prepared only when every batch succeeded, as in the kubelet.
         """
+        claims = list(claims)
+        # Validation pass first, as the kubelet does: with a driver not registered the pod
+        # fails before its claims enter the claim cache, so deleting it unprepares nothing.
+        for claim in claims:
+            for driver in claimlib.claim_drivers(claim):
+                if not self.plugins.is_registered(driver):
+                    raise PluginCallError(f"DRA driver {driver} is not registered")
         batches: dict[str, list[ClaimRef]] = {}
         pending: list[_ClaimInfo] = []
         with self._lock:
@@ -620,10 +687,15 @@ class FakeKubelet:
     def _unprepare_orphans(self, only: set[str] | None) -> None:
         """NodeUnprepareResources, one call per driver, for claims no pod here uses (§5)."""
         batches: dict[str, list[ClaimRef]] = {}
+        unpreparing: list[_ClaimInfo] = []
         with self._lock:
             for uid, info in list(self._claims.items()):
                 if info.pod_uids or (only is not None and uid not in only):
                     continue
+                if info.unpreparing:
+                    continue  # another worker is unpreparing it and retries if that fails
+                info.unpreparing = True
+                unpreparing.append(info)
                 # Every driver of the allocation, prepared or not: the kubelet fills its
                 # claim cache from the allocation before it calls, so a prepare that failed
                 # (or failed for one driver) is still unprepared.
@@ -633,22 +705,27 @@ class FakeKubelet:
                     del self._claims[uid]
             self._save_checkpoint()
         errors: list[str] = []
-        for driver in sorted(batches):
-            try:
-                self.plugins.unprepare(driver, batches[driver])
-            except PluginCallError as exc:
-                errors.append(str(exc))
-                continue
+        try:
+            for driver in sorted(batches):
+                try:
+                    self.plugins.unprepare(driver, batches[driver])
+                except PluginCallError as exc:
+                    errors.append(str(exc))
+                    continue
+                with self._lock:
+                    for ref in batches[driver]:
+                        done = self._claims.get(ref.uid)
+                        if done is None or done.pod_uids:
+                            continue
+                        done.devices.pop(driver, None)
+                        done.unprepared.add(driver)
+                        if done.unprepared >= set(done.drivers):
+                            del self._claims[ref.uid]
+                    self._save_checkpoint()
+        finally:
             with self._lock:
-                for ref in batches[driver]:
-                    done = self._claims.get(ref.uid)
-                    if done is None or done.pod_uids:
-                        continue
-                    done.devices.pop(driver, None)
-                    done.unprepared.add(driver)
-                    if done.unprepared >= set(done.drivers):
-                        del self._claims[ref.uid]
-                self._save_checkpoint()
+                for info in unpreparing:
+                    info.unpreparing = False
         if errors:
             raise PluginCallError("; ".join(errors))
 
