@@ -1,33 +1,79 @@
 """The fake kubelet: one node's kubelet, reduced to what DRA needs.
 
-It is test infrastructure, but it is also the executable description of how the kubelet
-treats a DRA driver, so every behaviour names the part of the kubelet's DRA plugin protocol it
-follows: §1 the DRA gRPC API (kubernetes/kubelet ``pkg/apis/dra/v1/api.proto``), §2 plugin
-registration (``pkg/apis/pluginregistration/v1/api.proto``), §3 the resource-health stream
-(KEP-4680, ``pkg/apis/dra-health/``), §5 what the kubelet does around the calls
+It is test infrastructure for machines where the real kubelet cannot run (it needs root), and
+a model of how the kubelet treats a DRA driver. Every behaviour names the part of the
+kubelet's DRA plugin protocol it follows: §1 the DRA gRPC API (kubernetes/kubelet
+``pkg/apis/dra/v1/api.proto``), §2 plugin registration (``pkg/apis/pluginregistration/v1``),
+§3 the resource-health stream (KEP-4680), §5 what the kubelet does around the calls
 (kubernetes/kubernetes ``pkg/kubelet/cm/dra/manager.go``, ``claiminfo.go`` and ``plugin/``).
+The behaviours below were checked against the kubelet v1.36.3 source and its observed
+behaviour; where a test needs the real thing, use the real-node suite (issue 14).
 
-It is a model, not the kubelet. Run beside a real kubelet v1.36.3 (issue 14), it differs in
-ways no test here covers, so nothing it shows about these is evidence about a real node:
+What it does as the kubelet v1.36.3 does:
 
-- the real kubelet starts its 30 s slice wipe when no plugin of the driver is *connected* (a
-  SIGKILLed plugin that leaves its socket file loses its slices); this fake waits for the
-  socket file to go;
-- registration: the real GetInfo times out after 1 s (here 5 s by default), an empty
-  endpoint means the registration socket itself, sockets in subdirectories are found, and
-  its rejection texts differ;
-- the real kubelet prepares pods with one worker per pod, so calls for different pods
-  overlap; here one ``pod-worker`` thread makes every call;
-- pod status ``allocatedResourcesStatus`` (device health from the health stream) and a
-  kubelet restart with running pods are not modelled.
+- registration (:mod:`.plugins`): walks ``plugins_registry`` and its subdirectories for unix
+  sockets of any name (not names starting with '.'); dials for up to 10 s, gives GetInfo 1 s;
+  an empty ``endpoint`` means the registration socket is the DRA endpoint; only the type and
+  the services are validated, and a rejection is sent with the kubelet's own text; a second
+  plugin of a driver on an already registered endpoint is rejected; a failed
+  NotifyRegistrationStatus(true) undoes the registration;
+- connections: one gRPC channel per registered plugin; a plugin counts as connected while its
+  channel is READY, and gRPC is asked to reconnect when it is not; calls go to the newest
+  connected plugin of the driver, else to the newest;
+- slice wiping: all slices of the node at start; a driver's slices once it has had no
+  *connected* plugin for 30 s (a SIGKILLed plugin whose socket file stays loses them too);
+  an armed wipe keeps its time, a connected plugin cancels it;
+- pods: one worker per pod, so NodePrepareResources calls for different pods overlap (two pods
+  starting together may both send a shared claim that is not prepared yet, as in the kubelet),
+  while each pod's own start and teardown run in order; a pod whose drivers are not all
+  registered fails before its claims enter the claim cache;
+- claims: one NodePrepareResources per driver with the pod's unprepared claims; claims count as
+  prepared only when every call succeeded; NodeUnprepareResources goes to every driver of the
+  claim's allocation once the last pod using it is gone, also after a failed or partly failed
+  prepare; error texts of the checks on the answers are the kubelet's;
+- restart (with ``state_file``): claims are restored as not prepared, Prepare is called again
+  for the claims of pods still bound to the node, and claims of pods that went away meanwhile
+  are unprepared;
+- health (§3, :mod:`.health`): the stream of every registered plugin is watched, device health
+  is kept per device with its timeout (read it with :meth:`FakeKubelet.device_health`).
+
+What it does not model (so nothing it shows about these is evidence about a real node):
+
+- containers: there is no runtime. A pod is reported Running as soon as its claims are
+  prepared, CDI IDs are only recorded (:meth:`FakeKubelet.container_cdi_ids`), and a deleted
+  pod's claims are released at once, then the pod is force-deleted (grace period 0);
+- pod status ``allocatedResourcesStatus``: device health from the stream is never written to
+  the pod status;
+- a restart without ``state_file`` forgets every prepared claim (claims of pods deleted while
+  it was down are never unprepared); the checkpoint is the fake's own JSON, not the kubelet's
+  ``dra_manager_state``, so a fake cannot take over a real kubelet's state; having no
+  containers to inspect, a restarted fake re-posts the Running status of each pod it
+  prepares again;
+- the claim cache is keyed by claim UID; the kubelet keys it by namespace/name and refuses a
+  pod whose claim was replaced by one with the same name while the old one is still prepared
+  ("old ResourceClaim with same name ... still exists");
+- timing: the registration directory is polled every ``poll_interval_s`` (the kubelet uses
+  inotify and a 1 s reconciler), so a socket replaced between two polls with the same inode
+  and mtime is not seen as new; a reconnect is requested at the next poll; failed
+  registrations, pod starts, unprepares and wipes are retried after a fixed
+  ``retry_interval_s`` where the kubelet backs off exponentially; the reconcile loop that
+  unprepares claims of vanished pods runs after each (re)list of pods, not every 60 s; the
+  slice wipe at start runs before :meth:`FakeKubelet.start` returns, not in the background;
+- plugin types other than ``DRAPlugin`` (CSI, device plugins) are rejected as having no
+  handler; the real kubelet has handlers for them;
+- error texts outside registration and the checks on prepare/unprepare answers (e.g. the
+  kubelet's ``prepare dynamic resources: ...`` wrapping, pod events) are the fake's own;
+- metrics, pod admission, resource accounting other than DRA, eviction, static pods.
 
 Threads (all joined by :meth:`FakeKubelet.stop`):
 
 - ``heartbeat``: renews the node Lease and the Ready condition's heartbeat;
-- ``plugins`` (in :class:`PluginManager`): registration directory watcher and slice wiping;
+- ``plugins`` (in :class:`PluginManager`): registration directory watcher and slice wiping,
+  plus one thread per registration attempt;
 - ``pod-watch``: list + watch of the pods bound to the node, feeding pod records;
 - ``pods``: hands due pods to pod workers, one thread per pod sync and never two for one pod,
-  and runs the orphan sweep in its own thread.
+  and runs the orphan sweep in its own thread; claim bookkeeping is guarded by one lock that
+  is never held during a gRPC or API call.
 """
 
 from __future__ import annotations
