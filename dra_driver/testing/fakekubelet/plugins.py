@@ -65,6 +65,18 @@ DIAL_TIMEOUT_S = 10.0
 NOTIFY_TIMEOUT_S = 5.0
 #: How often a registration attempt waiting for its dial checks whether we are stopping.
 _STOP_CHECK_S = 0.1
+#: A channel that had connectivity subscribers is closed this much later: gRPC's poller
+#: thread wakes every 0.2 s and may still use the channel once (it then raises "Channel
+#: closed!" in its own thread); after two of its periods it has let go.
+_CLOSE_DELAY_S = 0.5
+
+
+def _close_later(channel: grpc.Channel) -> None:
+    """Close ``channel`` after ``_CLOSE_DELAY_S``, once gRPC's connectivity poller let go."""
+    timer = threading.Timer(_CLOSE_DELAY_S, channel.close)
+    timer.daemon = True
+    timer.start()
+
 
 #: Generated modules per negotiated service (§1.1).
 _MODULES: dict[str, tuple[ModuleType, ModuleType]] = {
@@ -176,14 +188,19 @@ class _Connection:
             self._ready = grpc.channel_ready_future(self.channel)
 
     def close(self) -> None:
-        """Close the channel; no state change is reported afterwards."""
+        """Close the channel (a call in flight is cancelled within ``_CLOSE_DELAY_S``).
+
+        No state change is reported afterwards.
+        """
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
             ready, self._ready = self._ready, None
         if ready is not None:
             ready.cancel()
         self.channel.unsubscribe(self._on_state)
-        self.channel.close()
+        _close_later(self.channel)
 
 
 @dataclass(slots=True)
@@ -410,65 +427,73 @@ class PluginManager:
                 self._registering.discard(threading.current_thread())
 
     def _attempt_registration(self, path: str, identity: tuple[int, int]) -> None:
-        with grpc.insecure_channel(f"unix:{path}") as channel:
-            if not self._dial(channel):
-                if not self._stop.is_set():
-                    self._record_failure(
-                        path,
-                        None,
-                        f"RegisterPlugin error -- dial failed at socket {path}, err: failed to "
-                        f"dial socket {path}, err: context deadline exceeded",
-                    )
-                return
-            stub = pluginregistration_pb2_grpc.RegistrationStub(channel)
-            try:
-                answer = stub.GetInfo(
-                    pluginregistration_pb2.InfoRequest(), timeout=self.get_info_timeout_s
-                )
-            except grpc.RpcError as exc:
+        channel = grpc.insecure_channel(f"unix:{path}")
+        try:
+            self._attempt_registration_on(channel, path, identity)
+        finally:
+            _close_later(channel)
+
+    def _attempt_registration_on(
+        self, channel: grpc.Channel, path: str, identity: tuple[int, int]
+    ) -> None:
+        if not self._dial(channel):
+            if not self._stop.is_set():
                 self._record_failure(
                     path,
                     None,
-                    "RegisterPlugin error -- failed to get plugin info using RPC GetInfo at "
-                    f"socket {path}, err: {_go_rpc_error(exc)}",
+                    f"RegisterPlugin error -- dial failed at socket {path}, err: failed to "
+                    f"dial socket {path}, err: context deadline exceeded",
                 )
-                return
-            info = PluginInfo(
-                type=answer.type,
-                name=answer.name,
-                endpoint=answer.endpoint,
-                supported_versions=tuple(answer.supported_versions),
+            return
+        stub = pluginregistration_pb2_grpc.RegistrationStub(channel)
+        try:
+            answer = stub.GetInfo(
+                pluginregistration_pb2.InfoRequest(), timeout=self.get_info_timeout_s
             )
-            try:
-                service = validate_plugin_info(info, path)
-                registration = self._add_registration(path, identity, info, service)
-            except RegistrationRejectedError as exc:
-                # The Go library answers a rejection with an error on purpose (§2.2): ignored.
-                self._notify(stub, registered=False, error=str(exc))
-                self._record_failure(path, info, str(exc))
-                return
-            if registration is None:
-                return  # the socket vanished or was replaced meanwhile
-            notify_error = self._notify(stub, registered=True, error="")
-            if notify_error is not None:
-                # The kubelet undoes a registration the plugin did not acknowledge.
-                self._deregister(path, identity)
-                self._record_failure(
-                    path,
-                    info,
-                    "RegisterPlugin error -- failed to send registration status at socket "
-                    f"{path}, err: {notify_error}",
-                )
-                return
-            with self._lock:
-                self._attempts.append(RegistrationAttempt(path, info, accepted=True, error=None))
-            logger.info(
-                "registered DRA plugin %s at %s (%s, socket %s)",
-                info.name,
-                registration.endpoint,
-                service,
+        except grpc.RpcError as exc:
+            self._record_failure(
                 path,
+                None,
+                "RegisterPlugin error -- failed to get plugin info using RPC GetInfo at "
+                f"socket {path}, err: {_go_rpc_error(exc)}",
             )
+            return
+        info = PluginInfo(
+            type=answer.type,
+            name=answer.name,
+            endpoint=answer.endpoint,
+            supported_versions=tuple(answer.supported_versions),
+        )
+        try:
+            service = validate_plugin_info(info, path)
+            registration = self._add_registration(path, identity, info, service)
+        except RegistrationRejectedError as exc:
+            # The Go library answers a rejection with an error on purpose (§2.2): ignored.
+            self._notify(stub, registered=False, error=str(exc))
+            self._record_failure(path, info, str(exc))
+            return
+        if registration is None:
+            return  # the socket vanished or was replaced meanwhile
+        notify_error = self._notify(stub, registered=True, error="")
+        if notify_error is not None:
+            # The kubelet undoes a registration the plugin did not acknowledge.
+            self._deregister(path, identity)
+            self._record_failure(
+                path,
+                info,
+                "RegisterPlugin error -- failed to send registration status at socket "
+                f"{path}, err: {notify_error}",
+            )
+            return
+        with self._lock:
+            self._attempts.append(RegistrationAttempt(path, info, accepted=True, error=None))
+        logger.info(
+            "registered DRA plugin %s at %s (%s, socket %s)",
+            info.name,
+            registration.endpoint,
+            service,
+            path,
+        )
 
     def _dial(self, channel: grpc.Channel) -> bool:
         """The kubelet's blocking dial: wait until connected, up to DIAL_TIMEOUT_S."""
