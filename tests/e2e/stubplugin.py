@@ -8,6 +8,7 @@ helper does) and answers with one device per allocation result of this driver, C
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -57,9 +58,19 @@ class _DraServicer:
         self.plugin.record(StubCall("NodePrepareResources", self.service, _uids(request)))
         if self.plugin.take_prepare_failure():
             context.abort(grpc.StatusCode.UNAVAILABLE, "stub: injected failure")
-        return self.pb2.NodePrepareResourcesResponse(
+        plugin = self.plugin
+        if plugin.prepare_barrier is not None:
+            try:
+                plugin.prepare_barrier.wait()
+            except threading.BrokenBarrierError:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "stub: no concurrent prepare came")
+        if plugin.prepare_gate is not None and not plugin.prepare_gate.wait(30):
+            context.abort(grpc.StatusCode.UNAVAILABLE, "stub: prepare gate never opened")
+        response = self.pb2.NodePrepareResourcesResponse(
             claims={claim.uid: self._prepare(claim) for claim in request.claims}
         )
+        plugin.record(StubCall("NodePrepareResources/done", self.service, _uids(request)))
+        return response
 
     def _prepare(self, claim: Any) -> Any:
         pb2 = self.pb2
@@ -135,7 +146,13 @@ class StubDraPlugin:
         supported_versions: tuple[str, ...] | None = None,
         plugin_type: str = "DRAPlugin",
         prepare_failures: int = 0,
+        prepare_barrier: threading.Barrier | None = None,
+        prepare_gate: threading.Event | None = None,
     ) -> None:
+        """``prepare_barrier``: every prepare waits for it (fails when it breaks);
+        ``prepare_gate``: every prepare waits until it is set. Finished prepares are recorded
+        as ``NodePrepareResources/done``.
+        """
         self.client = client
         self.driver = driver
         self.services = services
@@ -147,6 +164,8 @@ class StubDraPlugin:
         self.calls: list[StubCall] = []
         self.registration_statuses: list[tuple[bool, str]] = []
         self._prepare_failures = prepare_failures
+        self.prepare_barrier = prepare_barrier
+        self.prepare_gate = prepare_gate
         self._servers: list[Any] = []
 
     def record(self, call: StubCall) -> None:
@@ -182,7 +201,13 @@ class StubDraPlugin:
         pluginregistration_pb2_grpc.add_RegistrationServicer_to_server(
             _RegistrationServicer(self), registration
         )
-        self._listen(registration, self.registration_socket)
+        # gRPC binds a hidden name (the kubelet ignores it) and unlinks only that one when it
+        # stops; the registration socket is a second link to the same socket, so kill() can
+        # leave it behind as a SIGKILLed process does.
+        bound = self.registration_socket.with_name(f".{self.registration_socket.name}")
+        self._listen(registration, bound)
+        self.registration_socket.unlink(missing_ok=True)
+        os.link(bound, self.registration_socket)
         return self
 
     def _listen(self, server: Any, path: Path) -> None:
@@ -191,6 +216,13 @@ class StubDraPlugin:
         assert server.add_insecure_port(f"unix:{path}") != 0
         server.start()
         self._servers.append(server)
+
+    def kill(self) -> None:
+        """Stop serving and leave the registration socket file behind, as a SIGKILLed plugin
+        does: the kubelet sees a dead socket, not a removed one."""
+        for server in reversed(self._servers):
+            server.stop(grace=None).wait()
+        self._servers.clear()
 
     def stop(self) -> None:
         """Deregister (remove the registration socket) first, then stop serving."""

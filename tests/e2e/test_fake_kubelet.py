@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from dra_driver.testing.waiting import wait_for
 from tests.e2e.conftest import FakeKubeletFactory, StubPluginFactory
 from tests.e2e.scenario import (
     QUARTER,
+    apply_device_class,
     create_claim,
     create_claim_template,
     create_pod,
@@ -85,11 +88,51 @@ def test_slices_of_a_driver_gone_for_the_wiping_delay_are_deleted(
     )
 
 
+def test_a_killed_plugin_that_leaves_its_sockets_loses_its_slices(
+    kube: KubeClient,
+    fake_kubelet: FakeKubeletFactory,
+    stub_plugin: StubPluginFactory,
+    driver_name: str,
+) -> None:
+    """The kubelet v1.36 starts the wipe when no plugin of the driver is connected, not when
+    the registration socket goes: a SIGKILLed plugin's files stay, its slices go."""
+    kubelet = fake_kubelet(wiping_delay_s=1.0)
+    plugin = stub_plugin(kubelet, driver=driver_name)
+    wait_for(
+        lambda: [p for p in kubelet.connected_plugins() if p.driver == driver_name],
+        timeout_s=10,
+        description="the plugin's connection",
+    )
+    publish_devices(kube, kubelet, driver_name, [shared_device("dev-0")])
+
+    plugin.kill()
+    killed_at = time.monotonic()
+
+    wait_for(
+        lambda: node_slices(kube, kubelet.node_name) == [],
+        timeout_s=10,
+        description="the killed driver's slices to be wiped",
+    )
+    assert time.monotonic() - killed_at >= 1.0
+    assert plugin.registration_socket.exists()
+    assert [p.driver for p in kubelet.registered_plugins()] == [driver_name]
+    assert kubelet.connected_plugins() == []
+
+
 @pytest.mark.parametrize(
     ("options", "error"),
     [
-        ({"plugin_type": "CSIPlugin"}, "no handler registered for plugin type: 'CSIPlugin'"),
-        ({"supported_versions": ()}, "empty list of supported versions"),
+        (
+            {"plugin_type": "CSIPlugin"},
+            "RegisterPlugin error -- no handler registered for plugin type: CSIPlugin at "
+            "socket {socket}",
+        ),
+        (
+            {"supported_versions": ()},
+            "RegisterPlugin error -- plugin validation failed with err: invalid supported gRPC "
+            "versions of DRA driver plugin {driver} at endpoint {endpoint}: empty list of "
+            "supported gRPC services (aka supported versions)",
+        ),
     ],
     ids=["wrong-type", "no-supported-versions"],
 )
@@ -100,7 +143,7 @@ def test_plugin_with_bad_info_is_rejected_and_told_why(
     options: dict[str, Any],
     error: str,
 ) -> None:
-    """§2.3-2.4: validation fails → NotifyRegistrationStatus(false, reason); not registered."""
+    """§2.3-2.4: validation fails → NotifyRegistrationStatus(false, the kubelet's text)."""
     kubelet = fake_kubelet()
     plugin = stub_plugin(kubelet, driver=driver_name, **options)
 
@@ -112,7 +155,9 @@ def test_plugin_with_bad_info_is_rejected_and_told_why(
 
     assert plugin.registration_statuses[0] == (
         False,
-        f"RegisterPlugin error -- plugin registration failed with err: {error}",
+        error.format(
+            socket=plugin.registration_socket, driver=driver_name, endpoint=plugin.endpoint
+        ),
     )
     assert kubelet.registered_plugins() == []
     # The kubelet records the attempt after it answers the plugin: wait for the record too.
@@ -161,7 +206,11 @@ def test_shared_claim_is_prepared_once_and_unprepared_after_the_last_pod(
     stub_plugin: StubPluginFactory,
     driver_name: str,
 ) -> None:
-    """§5: a claim already prepared on the node is not prepared again; unprepare is last."""
+    """§5: a claim already prepared on the node is not prepared again; unprepare is last.
+
+    The second pod comes after the first runs: pods start in parallel, and two pods starting
+    at once may both send the claim, as in the kubelet (it checks "prepared" before calling).
+    """
     kubelet = fake_kubelet()
     plugin = stub_plugin(kubelet, driver=driver_name)
     offer_shared_device(kube, kubelet, driver=driver_name)
@@ -169,8 +218,8 @@ def test_shared_claim_is_prepared_once_and_unprepared_after_the_last_pod(
     uid = claim["metadata"]["uid"]
 
     create_pod(kube, namespace, "first", claim="shared")
-    create_pod(kube, namespace, "second", claim="shared")
     wait_for_pod_running(kube, namespace, "first")
+    create_pod(kube, namespace, "second", claim="shared")
     wait_for_pod_running(kube, namespace, "second")
 
     assert [call.claim_uids for call in kubelet.calls(method=PREPARE)] == [(uid,)]
@@ -219,7 +268,9 @@ def test_failed_prepare_keeps_the_pod_pending_and_is_retried(
     assert phase_after_failure == "Pending"
     first, second = kubelet.calls(method=PREPARE)
     assert first.error is not None
-    assert first.error.startswith("NodePrepareResources failed: UNAVAILABLE: stub: injected")
+    assert first.error == (
+        "NodePrepareResources: rpc error: code = Unavailable desc = stub: injected failure"
+    )
     assert error == f"driver {driver_name}: {first.error}"
     assert (second.error, second.claim_uids) == (None, first.claim_uids)
     assert f"{namespace}/flaky" not in kubelet.pod_errors()
@@ -252,6 +303,100 @@ def test_a_pod_whose_prepare_failed_gets_its_claim_unprepared_when_deleted(
 
     assert [c.claim_uids for c in kubelet.calls(method=UNPREPARE)] == [failed.claim_uids]
     assert [c.claim_uids for c in plugin.recorded("NodeUnprepareResources")] == [failed.claim_uids]
+    assert kubelet.prepared_claims() == {}
+
+
+def test_pods_are_prepared_in_parallel(
+    kube: KubeClient,
+    namespace: str,
+    fake_kubelet: FakeKubeletFactory,
+    stub_plugin: StubPluginFactory,
+    driver_name: str,
+) -> None:
+    """One worker per pod, as the kubelet's pod workers: prepares of two pods overlap.
+
+    Each prepare waits at a barrier for the other; a single worker would break it.
+    """
+    kubelet = fake_kubelet()
+    barrier = threading.Barrier(2, timeout=15)
+    plugin = stub_plugin(kubelet, driver=driver_name, prepare_barrier=barrier)
+    offer_shared_device(kube, kubelet, driver=driver_name)
+    create_claim_template(kube, namespace, "quarter", driver=driver_name, capacity=QUARTER)
+
+    create_pod(kube, namespace, "left", template="quarter")
+    create_pod(kube, namespace, "right", template="quarter")
+    wait_for_pod_running(kube, namespace, "left")
+    wait_for_pod_running(kube, namespace, "right")
+
+    calls = kubelet.calls(method=PREPARE)
+    assert [call.error for call in calls] == [None, None]
+    assert len({call.claim_uids for call in calls}) == 2
+    assert len(plugin.recorded("NodePrepareResources")) == 2
+
+
+def test_a_pod_deleted_during_its_prepare_is_unprepared_after_it(
+    kube: KubeClient,
+    namespace: str,
+    fake_kubelet: FakeKubeletFactory,
+    stub_plugin: StubPluginFactory,
+    driver_name: str,
+) -> None:
+    """A pod's own syncs keep their order: its teardown waits for its start to finish."""
+    kubelet = fake_kubelet()
+    gate = threading.Event()
+    plugin = stub_plugin(kubelet, driver=driver_name, prepare_gate=gate)
+    offer_shared_device(kube, kubelet, driver=driver_name)
+    create_claim_template(kube, namespace, "quarter", driver=driver_name, capacity=QUARTER)
+    create_pod(kube, namespace, "slow", template="quarter")
+    try:
+        wait_for(
+            lambda: plugin.recorded("NodePrepareResources"),
+            timeout_s=20,
+            description="the prepare to be in flight",
+        )
+        kube.delete(paths.pods(namespace, "slow"))
+        wait_for(
+            lambda: kubelet.pod_state((namespace, "slow")) == "terminating",
+            timeout_s=10,
+            description="the kubelet to see the deletion",
+        )
+    finally:
+        gate.set()
+    wait_for_pod_gone(kube, namespace, "slow")
+
+    assert [c.method for c in plugin.calls] == [
+        "NodePrepareResources",
+        "NodePrepareResources/done",
+        "NodeUnprepareResources",
+    ]
+    assert [c.method for c in kubelet.calls()] == [PREPARE, UNPREPARE]
+    assert kubelet.prepared_claims() == {}
+
+
+def test_a_pod_whose_driver_is_not_registered_leaves_no_claim_to_unprepare(
+    kube: KubeClient,
+    namespace: str,
+    fake_kubelet: FakeKubeletFactory,
+    driver_name: str,
+) -> None:
+    """The kubelet checks the drivers before its claim cache takes the claim: deleting such
+    a pod calls nothing and does not get stuck."""
+    kubelet = fake_kubelet()
+    publish_devices(kube, kubelet, driver_name, [shared_device("dev-0")])
+    apply_device_class(kube, driver=driver_name)
+    create_claim_template(kube, namespace, "quarter", driver=driver_name, capacity=QUARTER)
+    create_pod(kube, namespace, "orphan", template="quarter")
+    wait_for(
+        lambda: "is not registered" in (kubelet.pod_errors().get(f"{namespace}/orphan") or ""),
+        timeout_s=20,
+        description="the pod start to fail",
+    )
+
+    kube.delete(paths.pods(namespace, "orphan"))
+    wait_for_pod_gone(kube, namespace, "orphan")
+
+    assert kubelet.pod_errors() == {}
+    assert kubelet.calls() == []
     assert kubelet.prepared_claims() == {}
 
 

@@ -206,9 +206,12 @@ def test_shared_claim_is_prepared_once_and_unprepared_after_the_last_pod(
 ) -> None:
     node = dcu_node()
     apply(kube, namespace, SHARE_CLAIM, "shared", SHARE_CLASS)
-    running = run_pods(
-        kube, namespace, [pinned_pod(f"s{i}", node.name, claim="shared") for i in range(2)]
-    )
+    # One after the other: pods start in parallel (one worker per pod, as in the kubelet), and
+    # two pods starting at once may both send the claim before either has prepared it.
+    running = [
+        *run_pods(kube, namespace, [pinned_pod("s0", node.name, claim="shared")]),
+        *run_pods(kube, namespace, [pinned_pod("s1", node.name, claim="shared")]),
+    ]
     uid = claim_uid(kube, running[0])
     assert claim_uid(kube, running[1]) == uid
     prepares = [

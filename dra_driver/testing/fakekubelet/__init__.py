@@ -1,7 +1,10 @@
 """A fake kubelet that plays one node for DRA, for tests and the local demo.
 
 Run it with ``python -m dra_driver.testing.fakekubelet --help``; use :class:`FakeKubelet` in
-tests. See :mod:`.kubelet` for the behaviour and the reference sections it follows.
+tests. It follows the kubelet v1.36.3 where it models something at all; :mod:`.kubelet` lists
+what it does as the kubelet does and, precisely, what it does not model (containers, pod
+``allocatedResourcesStatus``, a restart without a state file, the kubelet's back-off timing,
+among others). Where a test needs the real behaviour, it needs the real kubelet.
 """
 
 from dra_driver.testing.fakekubelet.kubelet import (

@@ -1,4 +1,4 @@
-"""Pod → ResourceClaim bookkeeping, exactly as the kubelet's DRA manager does it.
+"""Pod → ResourceClaim bookkeeping, following the kubelet's DRA manager.
 
 Pure functions over API objects (plain dicts): which claims a pod uses, whether a claim may be
 prepared for the pod, which drivers it involves, and which CDI device IDs each container gets.

@@ -11,6 +11,8 @@ What the kubelet does, and so what :class:`HealthWatcher` does:
   timeout (``health_check_timeout_seconds``, or 30 s when <= 0) counts as Unknown (§3.2).
 
 Health is kept per (driver, pool, device) and read by tests through :meth:`device_health`.
+Not modelled: the kubelet writes it into the status of the pods using the devices
+(``allocatedResourcesStatus``); nothing here touches a pod.
 """
 
 from __future__ import annotations

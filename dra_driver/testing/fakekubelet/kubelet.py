@@ -1,33 +1,79 @@
 """The fake kubelet: one node's kubelet, reduced to what DRA needs.
 
-It is test infrastructure, but it is also the executable description of how the kubelet
-treats a DRA driver, so every behaviour names the part of the kubelet's DRA plugin protocol it
-follows: §1 the DRA gRPC API (kubernetes/kubelet ``pkg/apis/dra/v1/api.proto``), §2 plugin
-registration (``pkg/apis/pluginregistration/v1/api.proto``), §3 the resource-health stream
-(KEP-4680, ``pkg/apis/dra-health/``), §5 what the kubelet does around the calls
+It is test infrastructure for machines where the real kubelet cannot run (it needs root), and
+a model of how the kubelet treats a DRA driver. Every behaviour names the part of the
+kubelet's DRA plugin protocol it follows: §1 the DRA gRPC API (kubernetes/kubelet
+``pkg/apis/dra/v1/api.proto``), §2 plugin registration (``pkg/apis/pluginregistration/v1``),
+§3 the resource-health stream (KEP-4680), §5 what the kubelet does around the calls
 (kubernetes/kubernetes ``pkg/kubelet/cm/dra/manager.go``, ``claiminfo.go`` and ``plugin/``).
+The behaviours below were checked against the kubelet v1.36.3 source and its observed
+behaviour; where a test needs the real thing, use the real-node suite (issue 14).
 
-It is a model, not the kubelet. Run beside a real kubelet v1.36.3 (issue 14), it differs in
-ways no test here covers, so nothing it shows about these is evidence about a real node:
+What it does as the kubelet v1.36.3 does:
 
-- the real kubelet starts its 30 s slice wipe when no plugin of the driver is *connected* (a
-  SIGKILLed plugin that leaves its socket file loses its slices); this fake waits for the
-  socket file to go;
-- registration: the real GetInfo times out after 1 s (here 5 s by default), an empty
-  endpoint means the registration socket itself, sockets in subdirectories are found, and
-  its rejection texts differ;
-- the real kubelet prepares pods with one worker per pod, so calls for different pods
-  overlap; here one ``pod-worker`` thread makes every call;
-- pod status ``allocatedResourcesStatus`` (device health from the health stream) and a
-  kubelet restart with running pods are not modelled.
+- registration (:mod:`.plugins`): walks ``plugins_registry`` and its subdirectories for unix
+  sockets of any name (not names starting with '.'); dials for up to 10 s, gives GetInfo 1 s;
+  an empty ``endpoint`` means the registration socket is the DRA endpoint; only the type and
+  the services are validated, and a rejection is sent with the kubelet's own text; a second
+  plugin of a driver on an already registered endpoint is rejected; a failed
+  NotifyRegistrationStatus(true) undoes the registration;
+- connections: one gRPC channel per registered plugin; a plugin counts as connected while its
+  channel is READY, and gRPC is asked to reconnect when it is not; calls go to the newest
+  connected plugin of the driver, else to the newest;
+- slice wiping: all slices of the node at start; a driver's slices once it has had no
+  *connected* plugin for 30 s (a SIGKILLed plugin whose socket file stays loses them too);
+  an armed wipe keeps its time, a connected plugin cancels it;
+- pods: one worker per pod, so NodePrepareResources calls for different pods overlap (two pods
+  starting together may both send a shared claim that is not prepared yet, as in the kubelet),
+  while each pod's own start and teardown run in order; a pod whose drivers are not all
+  registered fails before its claims enter the claim cache;
+- claims: one NodePrepareResources per driver with the pod's unprepared claims; claims count as
+  prepared only when every call succeeded; NodeUnprepareResources goes to every driver of the
+  claim's allocation once the last pod using it is gone, also after a failed or partly failed
+  prepare; error texts of the checks on the answers are the kubelet's;
+- restart (with ``state_file``): claims are restored as not prepared, Prepare is called again
+  for the claims of pods still bound to the node, and claims of pods that went away meanwhile
+  are unprepared;
+- health (§3, :mod:`.health`): the stream of every registered plugin is watched, device health
+  is kept per device with its timeout (read it with :meth:`FakeKubelet.device_health`).
+
+What it does not model (so nothing it shows about these is evidence about a real node):
+
+- containers: there is no runtime. A pod is reported Running as soon as its claims are
+  prepared, CDI IDs are only recorded (:meth:`FakeKubelet.container_cdi_ids`), and a deleted
+  pod's claims are released at once, then the pod is force-deleted (grace period 0);
+- pod status ``allocatedResourcesStatus``: device health from the stream is never written to
+  the pod status;
+- a restart without ``state_file`` forgets every prepared claim (claims of pods deleted while
+  it was down are never unprepared); the checkpoint is the fake's own JSON, not the kubelet's
+  ``dra_manager_state``, so a fake cannot take over a real kubelet's state; having no
+  containers to inspect, a restarted fake re-posts the Running status of each pod it
+  prepares again;
+- the claim cache is keyed by claim UID; the kubelet keys it by namespace/name and refuses a
+  pod whose claim was replaced by one with the same name while the old one is still prepared
+  ("old ResourceClaim with same name ... still exists");
+- timing: the registration directory is polled every ``poll_interval_s`` (the kubelet uses
+  inotify and a 1 s reconciler), so a socket replaced between two polls with the same inode
+  and mtime is not seen as new; a reconnect is requested at the next poll; failed
+  registrations, pod starts, unprepares and wipes are retried after a fixed
+  ``retry_interval_s`` where the kubelet backs off exponentially; the reconcile loop that
+  unprepares claims of vanished pods runs after each (re)list of pods, not every 60 s; the
+  slice wipe at start runs before :meth:`FakeKubelet.start` returns, not in the background;
+- plugin types other than ``DRAPlugin`` (CSI, device plugins) are rejected as having no
+  handler; the real kubelet has handlers for them;
+- error texts outside registration and the checks on prepare/unprepare answers (e.g. the
+  kubelet's ``prepare dynamic resources: ...`` wrapping, pod events) are the fake's own;
+- metrics, pod admission, resource accounting other than DRA, eviction, static pods.
 
 Threads (all joined by :meth:`FakeKubelet.stop`):
 
 - ``heartbeat``: renews the node Lease and the Ready condition's heartbeat;
-- ``plugins`` (in :class:`PluginManager`): registration directory watcher and slice wiping;
+- ``plugins`` (in :class:`PluginManager`): registration directory watcher and slice wiping,
+  plus one thread per registration attempt;
 - ``pod-watch``: list + watch of the pods bound to the node, feeding pod records;
-- ``pod-worker``: the only thread that prepares and unprepares, so claim bookkeeping needs no
-  cross-thread ordering beyond the lock that guards reads by tests.
+- ``pods``: hands due pods to pod workers, one thread per pod sync and never two for one pod,
+  and runs the orphan sweep in its own thread; claim bookkeeping is guarded by one lock that
+  is never held during a gRPC or API call.
 """
 
 from __future__ import annotations
@@ -37,7 +83,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -108,6 +154,8 @@ class _ClaimInfo:
     """Drivers whose unprepare succeeded; every driver of the allocation gets one."""
     pod_uids: set[str] = field(default_factory=set)
     prepared: bool = False
+    unpreparing: bool = False
+    """An unprepare of this claim is in flight; another caller leaves it to that one."""
 
     def snapshot(self) -> PreparedClaim:
         return PreparedClaim(
@@ -138,6 +186,8 @@ class _PodRecord:
     cdi_ids: dict[str, list[str]] = field(default_factory=dict)
     releasing: set[str] = field(default_factory=set)
     """Claim UIDs this pod released that may still need an unprepare."""
+    syncing: bool = False
+    """The pod's worker is running a sync; the next one waits for it (per-pod order)."""
 
 
 class FakeKubelet:
@@ -196,13 +246,16 @@ class FakeKubelet:
         self._pods: dict[str, _PodRecord] = {}
         self._claims: dict[str, _ClaimInfo] = {}
         self._orphans_due = math.inf
+        self._sweeping = False
+        #: Running pod workers and orphan sweeps, joined by stop().
+        self._workers: set[threading.Thread] = set()
         self._watch_stream: Any = None
         self._node_uid = ""
         self._ready_since = dt.datetime.now(dt.UTC)
         self._threads = [
             threading.Thread(target=self._heartbeat, name=f"fakekubelet-heartbeat-{node_name}"),
             threading.Thread(target=self._watch_pods, name=f"fakekubelet-pod-watch-{node_name}"),
-            threading.Thread(target=self._work, name=f"fakekubelet-pod-worker-{node_name}"),
+            threading.Thread(target=self._dispatch, name=f"fakekubelet-pods-{node_name}"),
         ]
         self._started = False
 
@@ -239,11 +292,16 @@ class FakeKubelet:
             self._wake.notify_all()
         if stream is not None:
             stream.close()
-        # Closing the channels first cancels a call in flight instead of waiting for it.
+        # Closing the channels first cancels a call in flight (within 0.5 s) instead of waiting
+        # for it to finish.
         self.plugins.stop()
         for thread in self._threads:
             if thread.is_alive():
                 thread.join()
+        with self._lock:
+            workers = list(self._workers)
+        for worker in workers:
+            worker.join()
         logger.info("fake kubelet for node %s stopped", self.node_name)
 
     def __enter__(self) -> FakeKubelet:
@@ -277,6 +335,16 @@ class FakeKubelet:
                 raise KeyError(f"pod {pod} has not been started by this fake kubelet")
             return {name: list(ids) for name, ids in record.cdi_ids.items()}
 
+    def pod_state(self, pod: str | tuple[str, str]) -> str | None:
+        """``starting``, ``running`` or ``terminating``; None for a pod it does not track."""
+        with self._lock:
+            record = self._find_pod(pod)
+            if record is None:
+                return None
+            if record.deleted or record.terminating:
+                return "terminating"
+            return "running" if record.started else "starting"
+
     def pod_errors(self) -> dict[str, str]:
         """The last start/stop error of each pod that has one, by ``namespace/name``."""
         with self._lock:
@@ -285,6 +353,10 @@ class FakeKubelet:
     def registered_plugins(self) -> list[RegisteredPlugin]:
         """Currently registered plugins, oldest first."""
         return self.plugins.registered_plugins()
+
+    def connected_plugins(self) -> list[RegisteredPlugin]:
+        """Registered plugins whose gRPC connection is up, oldest first."""
+        return self.plugins.connected_plugins()
 
     def registration_attempts(self) -> list[RegistrationAttempt]:
         """Every registration attempt, in order."""
@@ -372,7 +444,7 @@ class FakeKubelet:
                 logger.warning("node %s heartbeat failed: %s", self.node_name, exc)
 
     def _wipe_driver_slices(self, driver: str) -> None:
-        """§5: a driver without a plugin for the wiping delay loses its slices on this node."""
+        """§5: a driver without a connected plugin for the delay loses its slices here."""
         logger.info("wiping ResourceSlices of driver %s on node %s", driver, self.node_name)
         self.client.delete_collection(
             paths.resource_slices(),
@@ -460,33 +532,72 @@ class FakeKubelet:
             self._orphans_due = 0.0
             self._wake.notify_all()
 
-    # --- pod worker -----------------------------------------------------------------------
+    # --- pod workers ----------------------------------------------------------------------
 
-    def _work(self) -> None:
+    def _dispatch(self) -> None:
+        """Hand due pods to their workers: one sync at a time per pod, pods in parallel.
+
+        As the kubelet's pod workers do, so NodePrepareResources calls for different pods
+        overlap while each pod's own syncs keep their order. The orphan sweep runs beside them.
+        """
         while not self._stop.is_set():
             with self._lock:
                 now = time.monotonic()
-                due = [record for record in self._pods.values() if record.due <= now]
+                due = [r for r in self._pods.values() if r.due <= now and not r.syncing]
                 for record in due:
-                    record.due = math.inf
-                sweep = self._orphans_due <= now
+                    record.due, record.syncing = math.inf, True
+                sweep = self._orphans_due <= now and not self._sweeping
                 if sweep:
-                    self._orphans_due = math.inf
+                    self._orphans_due, self._sweeping = math.inf, True
                 if not due and not sweep:
-                    next_due = min([r.due for r in self._pods.values()] + [self._orphans_due])
+                    waiting = [r.due for r in self._pods.values() if not r.syncing]
+                    next_due = min([*waiting, self._orphans_due])
                     self._wake.wait(timeout=min(max(next_due - now, 0.01), 0.5))
                     continue
-            for record in due:
-                if self._stop.is_set():
-                    return
+                for record in due:
+                    self._spawn(
+                        self._pod_worker,
+                        record,
+                        name=f"fakekubelet-pod-{record.namespace}/{record.name}",
+                    )
+                if sweep:
+                    self._spawn(self._sweep_orphans, None, name="fakekubelet-orphans")
+
+    def _spawn(self, target: Callable[[Any], None], record: Any, *, name: str) -> None:
+        """Start a tracked worker thread (lock held)."""
+
+        def run() -> None:
+            try:
+                target(record)
+            finally:
+                with self._lock:
+                    self._workers.discard(threading.current_thread())
+                    self._wake.notify_all()
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        self._workers.add(thread)
+        thread.start()
+
+    def _pod_worker(self, record: _PodRecord) -> None:
+        try:
+            if not self._stop.is_set():
                 self._sync_pod(record)
-            if sweep:
-                try:
-                    self._unprepare_orphans(None)
-                except (FakeKubeletError, KubeError) as exc:
-                    logger.warning("unprepare of orphaned claims failed: %s", exc)
-                    with self._lock:
-                        self._orphans_due = time.monotonic() + self.retry_interval_s
+        finally:
+            with self._lock:
+                record.syncing = False
+
+    def _sweep_orphans(self, _: None) -> None:
+        """The kubelet's reconcile loop: unprepare claims no pod on the node uses (§5)."""
+        try:
+            if not self._stop.is_set():
+                self._unprepare_orphans(None)
+        except (FakeKubeletError, KubeError) as exc:
+            logger.warning("unprepare of orphaned claims failed: %s", exc)
+            with self._lock:
+                self._orphans_due = time.monotonic() + self.retry_interval_s
+        finally:
+            with self._lock:
+                self._sweeping = False
 
     def _sync_pod(self, record: _PodRecord) -> None:
         """Start, or tear down, one pod; failures are retried later (§5 Prepare)."""
@@ -554,6 +665,13 @@ class FakeKubelet:
         A claim already prepared on this node (shared with another pod) is not sent again.
         Claims count as prepared only when every batch succeeded, as in the kubelet.
         """
+        claims = list(claims)
+        # Validation pass first, as the kubelet does: with a driver not registered the pod
+        # fails before its claims enter the claim cache, so deleting it unprepares nothing.
+        for claim in claims:
+            for driver in claimlib.claim_drivers(claim):
+                if not self.plugins.is_registered(driver):
+                    raise PluginCallError(f"DRA driver {driver} is not registered")
         batches: dict[str, list[ClaimRef]] = {}
         pending: list[_ClaimInfo] = []
         with self._lock:
@@ -616,10 +734,15 @@ class FakeKubelet:
     def _unprepare_orphans(self, only: set[str] | None) -> None:
         """NodeUnprepareResources, one call per driver, for claims no pod here uses (§5)."""
         batches: dict[str, list[ClaimRef]] = {}
+        unpreparing: list[_ClaimInfo] = []
         with self._lock:
             for uid, info in list(self._claims.items()):
                 if info.pod_uids or (only is not None and uid not in only):
                     continue
+                if info.unpreparing:
+                    continue  # another worker is unpreparing it and retries if that fails
+                info.unpreparing = True
+                unpreparing.append(info)
                 # Every driver of the allocation, prepared or not: the kubelet fills its
                 # claim cache from the allocation before it calls, so a prepare that failed
                 # (or failed for one driver) is still unprepared.
@@ -629,22 +752,27 @@ class FakeKubelet:
                     del self._claims[uid]
             self._save_checkpoint()
         errors: list[str] = []
-        for driver in sorted(batches):
-            try:
-                self.plugins.unprepare(driver, batches[driver])
-            except PluginCallError as exc:
-                errors.append(str(exc))
-                continue
+        try:
+            for driver in sorted(batches):
+                try:
+                    self.plugins.unprepare(driver, batches[driver])
+                except PluginCallError as exc:
+                    errors.append(str(exc))
+                    continue
+                with self._lock:
+                    for ref in batches[driver]:
+                        done = self._claims.get(ref.uid)
+                        if done is None or done.pod_uids:
+                            continue
+                        done.devices.pop(driver, None)
+                        done.unprepared.add(driver)
+                        if done.unprepared >= set(done.drivers):
+                            del self._claims[ref.uid]
+                    self._save_checkpoint()
+        finally:
             with self._lock:
-                for ref in batches[driver]:
-                    done = self._claims.get(ref.uid)
-                    if done is None or done.pod_uids:
-                        continue
-                    done.devices.pop(driver, None)
-                    done.unprepared.add(driver)
-                    if done.unprepared >= set(done.drivers):
-                        del self._claims[ref.uid]
-                self._save_checkpoint()
+                for info in unpreparing:
+                    info.unpreparing = False
         if errors:
             raise PluginCallError("; ".join(errors))
 
