@@ -343,7 +343,11 @@ def run(
     try:
         servers.start()
         try:
-            stop.wait()
+            # Wake every second: a SIGTERM the kernel hands to another thread only sets
+            # CPython's pending flag, and the main thread runs the handler when it next
+            # returns to Python; an untimed wait would never return (seen once in a test).
+            while not stop.wait(timeout=1.0):
+                pass
         finally:
             logger.info(
                 "deregistering from the kubelet; in-flight calls get up to %.0f s to finish",
