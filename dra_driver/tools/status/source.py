@@ -193,11 +193,23 @@ class ClusterReader:
                     return
                 logger.info("watch of %s: %s; retrying", kind.value, exc)
                 stop.wait(WATCH_RETRY_S)
+            except Exception as exc:  # a client bug must end the command, not freeze the screen
+                events.put(
+                    Event(
+                        kind,
+                        EventType.ERROR,
+                        error=StatusError(f"watch {kind.value}: {type(exc).__name__}: {exc}"),
+                    )
+                )
+                return
 
     def _watch(self, kind: Kind, version: str, stop: threading.Event) -> Iterator[Event]:
         """Watch from ``version`` in ``WATCH_WINDOW_S`` windows until ``stop`` or 410 Gone."""
         while not stop.is_set():
-            watcher = watch.Watch()
+            # "object": events stay dicts. Without it the client derives the item model from
+            # the list's name, and V1ResourceClaim does not exist (it is
+            # ResourceV1ResourceClaim), so watching claims fails with AttributeError.
+            watcher = watch.Watch(return_type="object")
             try:
                 for raw in watcher.stream(
                     self._list_function(kind),
