@@ -400,8 +400,13 @@ def test_an_exec_credential_plugin_logs_in_and_missing_rbac_is_named(
     name = unique_name("dcu-status-viewer")
     rbac = load_yaml(VIEWER_RBAC.replace("NAME", name).replace("NS", namespace))
     with temporary_objects(kube, rbac):
+
+        def status_once() -> subprocess.CompletedProcess[str] | None:
+            done = run_status("-o", "json", kubeconfig=kubeconfig)
+            return done if done.returncode == 0 else None
+
         allowed = wait_for(
-            lambda: (d := run_status("-o", "json", kubeconfig=kubeconfig)).returncode == 0 and d,
+            status_once,
             timeout_s=20,
             interval_s=0.5,
             description="the viewer's RBAC to take effect",
@@ -419,8 +424,13 @@ class Lines:
         assert process.stdout is not None and process.stderr is not None
         self.process = process
         stdout, stderr = process.stdout, process.stderr
+
+        def read_stdout() -> None:
+            for line in stdout:
+                self.lines.put(line)
+
         self.readers = [
-            threading.Thread(target=lambda: [self.lines.put(line) for line in stdout], daemon=True),
+            threading.Thread(target=read_stdout, daemon=True),
             threading.Thread(target=lambda: self.errors.extend(stderr), daemon=True),
         ]
         for reader in self.readers:

@@ -267,7 +267,7 @@ def test_pending_claims_of_the_driver_classes_say_why() -> None:
 
 
 def test_driver_classes_are_recognised_by_their_selector() -> None:
-    classes = [
+    classes: list[dict[str, Any]] = [
         {
             "metadata": {"name": "mine"},
             "spec": {"selectors": [{"cel": {"expression": 'device.driver == "dcu.hygon.com"'}}]},
