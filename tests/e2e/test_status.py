@@ -266,17 +266,10 @@ def test_status_shows_what_the_scheduler_allocated(
         "CLAIMS",
         "PODS",
     ]
-    assert lines[1].split()[:7] == [
-        node.name,
-        Z100_A,
-        "Z100",
-        "Healthy",
-        "40/60",
-        "16.0/32.0",
-        "GiB",
-    ]
-    assert "Unhealthy (NotResponding)" in lines[2]
-    assert lines[3].split()[4:] == [
+    rows = {line.split()[1]: line.split() for line in lines[1:] if line.startswith(node.name)}
+    assert rows[Z100_A][2:8] == ["Z100", "Healthy", "40/60", "16.0/32.0", "GiB", "3/4"]
+    assert " ".join(rows[Z100_B][2:5]) == "Z100 Unhealthy (NotResponding)"
+    assert rows[K100][4:] == [
         "120/120",
         "64.0/64.0",
         "GiB",
@@ -284,14 +277,20 @@ def test_status_shows_what_the_scheduler_allocated(
         f"{namespace}/whole",
         f"{namespace}/whole",
     ]
-    assert lines[4].startswith("3 DCUs on 1 node (1 unhealthy); free on healthy DCUs: 20 CUs,")
+    # The further claims on the shared Z100: one continuation line each, with their pods.
+    continued = [line.split() for line in lines[1:] if line.startswith(" ")]
+    assert [f"{namespace}/team", f"{namespace}/team-a,{namespace}/team-b"] in continued
+    assert len(continued) == 2
+    summary = next(line for line in lines if line.startswith("3 DCUs"))
+    assert summary.startswith("3 DCUs on 1 node (1 unhealthy); free on healthy DCUs: 20 CUs,")
     assert f"pending {namespace}/huge (pod {namespace}/huge): " in table.stdout
 
     wide = run_status("--node", node.name, "-o", "wide", kubeconfig=control_plane.kubeconfig)
     assert wide.returncode == 0, wide.stderr
     print(f"$ dcu-dra status --node {node.name} -o wide\n{wide.stdout}")
-    assert f"  - {namespace}/team [dcu] share " in wide.stdout
-    assert f"  - {namespace}/whole [dcu] share " in wide.stdout  # consumable: a share of all
+    team_share = claims["team"]["shareID"]
+    assert f"{team_share}  20 CUs, 8.0 GiB" in wide.stdout
+    assert whole["claims"][0]["shareID"] in wide.stdout  # consumable: a share of everything
 
     as_yaml = run_status("--node", node.name, "-o", "yaml", kubeconfig=control_plane.kubeconfig)
     assert yaml.safe_load(as_yaml.stdout)["devices"] == document["devices"]

@@ -322,10 +322,25 @@ def test_table_has_a_row_per_dcu_and_the_summary() -> None:
     )
 
 
-def test_wide_adds_the_bus_id_and_a_line_per_claim() -> None:
-    text = render(sample(), Output.WIDE)
-    assert "PCI BUS ID" in text.splitlines()[0]
-    assert "  - ns/a [dcu] share s1: 10 CUs, 4.0 GiB, 1 vDCU; pods ns/pa\n" in text
+def test_wide_adds_the_bus_id_and_what_each_claim_holds() -> None:
+    lines = render(sample(), Output.WIDE).splitlines()
+    assert lines[0].split()[3:6] == ["PCI", "BUS", "ID"]
+    assert lines[0].split()[-2:] == ["SHARE", "HELD"]
+    assert lines[1].split()[-7:] == ["ns/a", "ns/pa", "s1", "10", "CUs,", "4.0", "GiB"]
+
+
+def test_each_further_claim_is_a_continuation_line_with_its_pods() -> None:
+    status = status_of(
+        [slice_of("n1", device(Z100))],
+        [
+            claim("a", result("n1", Z100, consumed=SHARE, share_id="s1"), pods=("pa",)),
+            claim("team", result("n1", Z100, consumed=SHARE, share_id="s2"), pods=("t1", "t2")),
+        ],
+    )
+    lines = render(status, Output.TABLE).splitlines()
+    assert lines[1].split()[-2:] == ["ns/a", "ns/pa"]
+    assert lines[2].split() == ["ns/team", "ns/t1,ns/t2"]
+    assert lines[2].index("ns/team") == lines[1].index("ns/a")
 
 
 @pytest.mark.parametrize("output", [Output.JSON, Output.YAML], ids=["json", "yaml"])

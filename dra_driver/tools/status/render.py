@@ -37,7 +37,12 @@ def render(status: ClusterStatus, output: Output) -> str:
 
 
 def format_table(status: ClusterStatus, *, wide: bool = False) -> str:
-    """One row per DCU; ``wide`` adds the PCI bus ID and a line per claim under its DCU."""
+    """One row per DCU, with a continuation line per further claim holding it.
+
+    Each claim is on its own line with the pods it is reserved for, so which pod holds which
+    share stays readable on a busy card. ``wide`` adds the PCI bus ID, and per claim its
+    share ID (``whole`` for a whole-device allocation) and the CUs and memory it holds.
+    """
     if not status.devices:
         where = f"node {status.node}" if status.node else "the cluster"
         return f"No DCUs published in {where}.\n"
@@ -45,29 +50,38 @@ def format_table(status: ClusterStatus, *, wide: bool = False) -> str:
     if wide:
         header.append("PCI BUS ID")
     header += ["HEALTH", "CUS", "MEMORY", "VDCUS", "CLAIMS", "PODS"]
+    if wide:
+        header += ["SHARE", "HELD"]
     rows: list[list[str]] = []
-    details: dict[int, list[str]] = {}
     for device in status.devices:
-        row = [device.node, device.device, device.model or "-"]
+        cells = [device.node, device.device, device.model or "-"]
         if wide:
-            row.append(device.pci_bus_id or "-")
-        row += [
+            cells.append(device.pci_bus_id or "-")
+        cells += [
             device.health,
             f"{device.cores_allocated}/{device.cores_total}",
             f"{_gib(device.memory_allocated_bytes)}/{_gib(device.memory_total_bytes)} GiB",
             f"{device.vdevices_used}/{device.vdevices_total}",
-            ",".join(device.claims) or "-",
-            ",".join(device.pods) or "-",
         ]
-        if wide:
-            details[len(rows)] = [_holder_line(h) for h in device.holders]
-        rows.append(row)
+        holders = device.holders or (None,)
+        for index, holder in enumerate(holders):
+            row = cells if index == 0 else [""] * len(cells)
+            rows.append(row + _holder_cells(holder, wide=wide))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [_aligned(header, widths)]
-    for index, row in enumerate(rows):
-        lines.append(_aligned(row, widths))
-        lines.extend(f"  {line}" for line in details.get(index, ()))
-    return "\n".join(lines) + "\n"
+    return "\n".join(_aligned(row, widths) for row in [header, *rows]) + "\n"
+
+
+def _holder_cells(holder: Holder | None, *, wide: bool) -> list[str]:
+    if holder is None:
+        return ["-", "-", "-", "-"] if wide else ["-", "-"]
+    pods = ",".join(f"{holder.namespace}/{p}" for p in holder.pods) or "-"
+    cells = [holder.claim_ref, pods]
+    if wide:
+        share = "whole" if holder.is_whole_device else str(holder.share_id)
+        if holder.is_admin_access:
+            share += " (admin access)"
+        cells += [share, f"{holder.cores} CUs, {_gib(holder.memory_bytes)} GiB"]
+    return cells
 
 
 def format_summary(status: ClusterStatus) -> str:
@@ -142,17 +156,6 @@ def _device_document(device: DeviceStatus) -> dict[str, Any]:
         ],
         "pods": list(device.pods),
     }
-
-
-def _holder_line(holder: Holder) -> str:
-    what = "whole DCU" if holder.is_whole_device else f"share {holder.share_id}"
-    if holder.is_admin_access:
-        what += ", admin access"
-    pods = ",".join(f"{holder.namespace}/{p}" for p in holder.pods) or "no pod yet"
-    return (
-        f"- {holder.claim_ref} [{holder.request}] {what}: {holder.cores} CUs, "
-        f"{_gib(holder.memory_bytes)} GiB, {_plural(holder.vdevices, 'vDCU')}; pods {pods}"
-    )
 
 
 def _pending_line(pending: PendingClaim) -> str:
