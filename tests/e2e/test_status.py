@@ -298,6 +298,7 @@ def test_status_shows_what_the_scheduler_allocated(
 
 def test_an_unknown_node_is_one_line(control_plane: ControlPlane) -> None:
     done = run_status("--node", "no-such-node", kubeconfig=control_plane.kubeconfig)
+    print(f"\n$ dcu-dra status --node no-such-node\n{done.stderr}")
     assert done.returncode == 1
     assert done.stderr.startswith("dcu-dra status: error: unknown node 'no-such-node': ")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
@@ -388,6 +389,7 @@ def test_an_exec_credential_plugin_logs_in_and_missing_rbac_is_named(
     kubeconfig, ran = exec_kubeconfig(control_plane.kubeconfig, tmp_path, viewer_token)
     denied = run_status(kubeconfig=kubeconfig, command=kubectl_dcu())
     assert ran.exists(), "the exec credential plugin did not run"
+    print(f"\n$ kubectl dcu status  # as a ServiceAccount without RBAC\n{denied.stderr}")
     assert denied.returncode == 1
     assert denied.stderr.startswith(
         "kubectl dcu status: error: no permission to list resourceslices.resource.k8s.io at the "
