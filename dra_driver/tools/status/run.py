@@ -61,20 +61,28 @@ def run_status(options: StatusOptions, out: TextIO) -> int:
         connect(options.kubeconfig, options.context), driver=options.driver, node=options.node
     )
     reader.check_node()
+    # Also with --watch: the first frame at once, and a missing permission or an unreachable
+    # server as one line now (the watch threads would retry a lost connection for ever).
+    status = compute(reader.snapshot(), options)
     if not options.watch:
-        out.write(render(compute(reader.snapshot(), options), options.output))
+        out.write(render(status, options.output))
         return 0
-    watch_status(reader, options, out)
+    watch_status(reader, options, out, first=status)
     return 0  # pragma: no cover - watch_status returns only by an exception
 
 
-def watch_status(reader: ClusterReader, options: StatusOptions, out: TextIO) -> None:
-    """Redraw whenever what is shown changes; returns only by an exception (Ctrl-C, errors).
+def watch_status(
+    reader: ClusterReader, options: StatusOptions, out: TextIO, *, first: ClusterStatus
+) -> None:
+    """Draw ``first``, then redraw on every change; returns only by an exception.
 
-    Each kind is listed and then watched on its own thread; nothing polls. A terminal gets
-    the screen cleared before each frame; a pipe gets the frames one after the other (JSON:
-    one compact document per line; YAML: ``---`` between documents; tables: a blank line).
+    Ctrl-C (KeyboardInterrupt) or a ``StatusError`` of a watch end it. Each kind is listed
+    and then watched on its own thread; nothing polls. A terminal gets the screen cleared
+    before each frame; a pipe gets the frames one after the other (JSON: one compact document
+    per line; YAML: ``---`` between documents; tables: a blank line).
     """
+    last = _frame(first, options.output)
+    _draw(last, options.output, out)
     events: queue.Queue[Event] = queue.Queue()
     stop = threading.Event()
     threads = [
@@ -86,7 +94,6 @@ def watch_status(reader: ClusterReader, options: StatusOptions, out: TextIO) -> 
     for thread in threads:
         thread.start()
     store = Store()
-    last: str | None = None
     try:
         while True:
             for event in wait_quiet(events, events.get(), SETTLE_S):
