@@ -266,6 +266,16 @@ def test_pending_claims_of_the_driver_classes_say_why() -> None:
     }
 
 
+def test_an_extended_resource_claim_finds_its_pod() -> None:
+    """The scheduler's claim for `resources.limits: {hygon.com/dcu: 1}` is named in the pod's
+    status.extendedResourceClaimStatus, not in its spec."""
+    waiting = pod("plain", unschedulable="0/1 nodes are available.")
+    waiting["status"]["extendedResourceClaimStatus"] = {"resourceClaimName": "plain-extended"}
+    status = status_of([], [claim("plain-extended", device_class="dcu.hygon.com")], [waiting])
+    (pending,) = status.pending
+    assert (pending.pods, pending.reason) == (("plain",), "0/1 nodes are available.")
+
+
 def test_driver_classes_are_recognised_by_their_selector() -> None:
     classes: list[dict[str, Any]] = [
         {

@@ -387,11 +387,16 @@ class _PodIndex:
                 for c in (pod.get("spec") or {}).get("resourceClaims") or []
                 if c.get("resourceClaimName")
             }
+            status = pod.get("status") or {}
             names |= {
                 str(c["resourceClaimName"])
-                for c in (pod.get("status") or {}).get("resourceClaimStatuses") or []
+                for c in status.get("resourceClaimStatuses") or []
                 if c.get("resourceClaimName")
             }
+            # The claim the scheduler made for `resources.limits: {hygon.com/dcu: 1}`.
+            extended = (status.get("extendedResourceClaimStatus") or {}).get("resourceClaimName")
+            if extended:
+                names.add(str(extended))
             for name in names:
                 self.users.setdefault((namespace, name), []).append(pod)
 
