@@ -168,7 +168,73 @@ def build_parser() -> argparse.ArgumentParser:
     add_kubelet_plugin(sub)
     add_verify(sub)
     add_convert(sub)
+    add_status(sub)
     return parser
+
+
+def build_kubectl_parser() -> argparse.ArgumentParser:
+    """The parser of ``kubectl-dcu``: the user commands of a workstation, under kubectl's name."""
+    parser = _Parser(
+        prog="kubectl dcu",
+        description="Hygon DCUs in a Kubernetes cluster (the dcu.hygon.com DRA driver).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="Log more (repeat for debug)."
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    add_status(sub)
+    return parser
+
+
+def add_status(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``status``: every DCU of the cluster (or a node), who holds it, what is pending."""
+    from dra_driver import DRIVER_NAME
+
+    status = sub.add_parser(
+        "status",
+        help="Show each DCU of the cluster: health, CUs, memory and vDCU slots allocated, and "
+        "the claims and pods holding it.",
+        description="One row per DCU, computed from the ResourceSlices and ResourceClaims by "
+        "the scheduler's rules, then a summary and the pending claims of the driver's "
+        "DeviceClasses with what the scheduler said about them. Needs list and watch on "
+        "resourceslices, resourceclaims, deviceclasses (resource.k8s.io) and pods, and get on "
+        "nodes with --node.",
+    )
+    status.add_argument(
+        "--node", default=None, metavar="NAME", help="Only the DCUs of this node (default: all)."
+    )
+    status.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "wide", "json", "yaml"),
+        default="table",
+        help="table; wide (adds the PCI bus ID and a line per claim: share ID and amounts); "
+        "json or yaml for scripts (exact bytes and CUs). Default table.",
+    )
+    status.add_argument(
+        "-w",
+        "--watch",
+        action="store_true",
+        help="Keep watching and redraw on every change (watch requests, no polling).",
+    )
+    status.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the pod's "
+        "service account).",
+    )
+    status.add_argument(
+        "--context", default=None, help="Kubeconfig context (default: its current-context)."
+    )
+    status.add_argument(
+        "--driver-name",
+        default=os.environ.get("DRIVER_NAME", DRIVER_NAME),
+        help=f"DRA driver name (env DRIVER_NAME; default {DRIVER_NAME}).",
+    )
 
 
 def add_kubelet_plugin(sub: argparse._SubParsersAction[_Parser]) -> None:
@@ -514,6 +580,42 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What to run when the ``status`` extra is missing (the httpx CLI's install hint).
+STATUS_INSTALL_HINT = "pip install 'dcu-dra[status]'"
+
+
+def run_status(args: argparse.Namespace, prog: str) -> int:
+    """Print the status (once or ``--watch``); 0 on success, 1 with one line on failure."""
+    try:
+        from dra_driver.tools.status.render import Output
+        from dra_driver.tools.status.run import StatusOptions
+        from dra_driver.tools.status.run import run_status as run
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "kubernetes":
+            raise
+        sys.stderr.write(
+            f"{prog} status: error: needs the Kubernetes Python client: {STATUS_INSTALL_HINT}\n"
+        )
+        return 1
+    options = StatusOptions(
+        driver=args.driver_name,
+        node=args.node,
+        output=Output(args.output),
+        watch=args.watch,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+    )
+    try:
+        return run(options, sys.stdout)
+    except DriverError as exc:
+        sys.stderr.write(f"{prog} status: error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `| head`: the reader is gone, nothing to report
+        return 0
+
+
 def _host_root(host_root: Path | None, parser: argparse.ArgumentParser) -> Path | None:
     """``--host-root`` as given; a relative one is a usage error (exit 2).
 
@@ -545,6 +647,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_verify(args, parser)
     if args.command == "convert":
         return run_convert(args)
+    if args.command == "status":
+        _configure_status_logging(args.verbose)
+        return run_status(args, "dcu-dra")
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -589,3 +694,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     parser.error(f"unknown command {args.command!r}")
     return 2  # pragma: no cover - parser.error exits
+
+
+def kubectl_dcu_main(argv: Sequence[str] | None = None) -> int:
+    """Run ``kubectl-dcu`` (``kubectl dcu status``: kubectl runs plugins found on PATH)."""
+    args = build_kubectl_parser().parse_args(argv)
+    _configure_status_logging(args.verbose)
+    return run_status(args, "kubectl dcu")
+
+
+def _configure_status_logging(verbosity: int) -> None:
+    # The kubernetes client logs its requests at DEBUG: only -vv shows them.
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbosity, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

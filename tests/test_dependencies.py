@@ -2,6 +2,10 @@
 
 A declared dependency nothing imports is dead weight in every image; an import of a third-party
 package that is not declared works only by accident (something else installed it).
+
+Optional extras count as declared (``status`` brings the kubernetes client for ``dcu-dra
+status``), except ``dev``: it holds the tools for working on the project (pytest, ruff, ...),
+which the package never imports, plus the other extras again.
 """
 
 from __future__ import annotations
@@ -19,10 +23,15 @@ PACKAGE_DIR = REPO_ROOT / "dra_driver"
 
 def declared_distributions() -> set[str]:
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    return {
-        _normalized(re.split(r"[<>=!~ ;\[]", spec, maxsplit=1)[0])
-        for spec in project["dependencies"]
-    }
+    specs = list(project["dependencies"])
+    for extra, extra_specs in project.get("optional-dependencies", {}).items():
+        if extra != DEV_EXTRA:
+            specs.extend(extra_specs)
+    return {_normalized(re.split(r"[<>=!~ ;\[]", spec, maxsplit=1)[0]) for spec in specs}
+
+
+#: The extra of development tools: not imported by the package.
+DEV_EXTRA = "dev"
 
 
 def imported_top_level_modules() -> set[str]:

@@ -64,6 +64,7 @@ RENDERS: dict[str, tuple[str, ...]] = {
     "default": (),
     "mock": ("--set", "mock.enabled=true"),
     "ci": ("-f", str(CI_VALUES)),
+    "dashboards": ("--set", "dashboards.enabled=true"),
 }
 
 #: The env of the plugin container: the kubelet-plugin flags' environment twins, plus the pod
