@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from dra_driver import __version__
 from dra_driver.errors import DriverError
@@ -89,18 +89,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser for every subcommand."""
-    parser = _Parser(
-        prog="dcu-dra",
-        description="Kubernetes DRA driver for Hygon DCUs: discovery, CDI specs, mock nodes.",
-    )
+def _top_parser(prog: str, description: str) -> tuple[_Parser, Any]:
+    """A program's parser with --version and -v, and its subcommands' action."""
+    parser = _Parser(prog=prog, description=description)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="Log more (repeat for debug)."
     )
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    return parser, sub
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser for every subcommand."""
+    parser, sub = _top_parser(
+        "dcu-dra", "Kubernetes DRA driver for Hygon DCUs: discovery, CDI specs, mock nodes."
     )
 
     def add_root(p: argparse.ArgumentParser) -> None:
@@ -174,16 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_kubectl_parser() -> argparse.ArgumentParser:
     """The parser of ``kubectl-dcu``: the user commands of a workstation, under kubectl's name."""
-    parser = _Parser(
-        prog="kubectl dcu",
-        description="Hygon DCUs in a Kubernetes cluster (the dcu.hygon.com DRA driver).",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="Log more (repeat for debug)."
-    )
-    sub = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    parser, sub = _top_parser(
+        "kubectl dcu", "Hygon DCUs in a Kubernetes cluster (the dcu.hygon.com DRA driver)."
     )
     add_status(sub)
     return parser

@@ -92,16 +92,21 @@ def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
 # --- the metric set -------------------------------------------------------------------------
 
 
-def test_every_documented_metric_is_exported_and_nothing_else(mock_root: Path) -> None:
+def checked_node_metrics(mock_root: Path) -> DriverMetrics:
+    """The metrics of a daemon on the mock node, after one health check, nothing prepared."""
     inventory = discover(mock_root)
     board = HealthBoard()
     HealthMonitor(inventory, board=board).check_once()
-    metrics = DriverMetrics(
+    return DriverMetrics(
         devices=inventory.devices,
         read_usage=lambda: {},
         read_health=lambda: board.snapshot().devices,
         read_orphans_cleaned=lambda: 0,
     )
+
+
+def test_every_documented_metric_is_exported_and_nothing_else(mock_root: Path) -> None:
+    metrics = checked_node_metrics(mock_root)
     text = metrics.exposition().decode()
     # The daemon turns prometheus_client's process-wide ``_created`` series off (e2e test).
     families = {

@@ -18,10 +18,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dra_driver.metrics import DriverMetrics
-from dra_driver.node.devices import discover
-from dra_driver.node.health import HealthBoard, HealthMonitor
 from tests.deploy.test_helm_chart import CHART_DIR, Chart, find
+from tests.test_metrics import checked_node_metrics
 
 DASHBOARD_FILE = CHART_DIR / "dashboards" / "dcu-dra.json"
 DASHBOARD = json.loads(DASHBOARD_FILE.read_text())
@@ -64,15 +62,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*(?=\s*(\()?)")
 def exported_metric_names(mock_root: Path) -> set[str]:
     """The series names of a scrape of a daemon with DCUs, usage and health (no ``_created``:
     the daemon turns those off)."""
-    inventory = discover(mock_root)
-    board = HealthBoard()
-    HealthMonitor(inventory, board=board).check_once()
-    metrics = DriverMetrics(
-        devices=inventory.devices,
-        read_usage=lambda: {},
-        read_health=lambda: board.snapshot().devices,
-        read_orphans_cleaned=lambda: 0,
-    )
+    metrics = checked_node_metrics(mock_root)
     names: set[str] = set()
     for family in text_string_to_metric_families(metrics.exposition().decode()):
         if family.type == "counter":
