@@ -11,9 +11,8 @@ concurrent callers, whose cycles also measure memory growth. Everything runs und
 temporary directory in /tmp (socket paths must be short), removed at the end.
 
 The daemon runs from compiled bytecode, as it does from the wheel or the image: ``main``
-compiles the package into a cache under that directory first (``PYTHONPYCACHEPREFIX``), so
-a checkout without ``__pycache__`` (``PYTHONDONTWRITEBYTECODE``) does not recompile it at
-every start.
+compiles the package first (into its ``__pycache__`` directories, which git ignores), so a
+checkout where ``PYTHONDONTWRITEBYTECODE`` is set does not recompile it at every start.
 
 Usage: .venv/bin/python -m bench.run [--quick] [--json build/bench.json] [--markdown]
 """
@@ -24,7 +23,6 @@ import argparse
 import compileall
 import datetime as dt
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -33,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import dra_driver
 from bench import floors, latency, startup, throughput
 from bench.node import BenchNode
 from bench.report import (
@@ -309,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-", dir="/tmp"))
     plane = ControlPlane(data_dir=work / "cp")
     try:
-        compile_package(work / "pycache")
+        compile_package()
         _progress("starting the local control plane")
         plane.start()
         results = run_bench(plane, work, settings, progress=_progress)
@@ -331,19 +330,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def compile_package(cache: Path) -> None:
-    """Compile ``dra_driver`` into ``cache`` and have every child process read it from there.
+def compile_package() -> None:
+    """Compile ``dra_driver`` where Python looks for its bytecode (``__pycache__``).
 
     The daemon then starts from bytecode, as it does when installed (the wheel and the image
-    carry compiled files); the checkout is left untouched.
+    carry compiled files). ``PYTHONDONTWRITEBYTECODE`` only stops writing, not reading.
     """
-    import dra_driver
-
-    os.environ["PYTHONPYCACHEPREFIX"] = str(cache)
-    sys.pycache_prefix = str(cache)
     package = Path(dra_driver.__file__).parent
     if not compileall.compile_dir(package, quiet=1):
-        raise DriverError(f"cannot compile {package} into {cache}")
+        raise DriverError(f"cannot compile {package}")
 
 
 def write_json(results: Results, path: Path) -> None:
