@@ -12,7 +12,6 @@ make a cycle. Never imports gRPC or the Kubernetes client.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -357,8 +356,13 @@ def render_spec(spec: Spec) -> bytes:
     The same spec always renders to the same bytes, so rewriting an unchanged spec is a no-op
     for anyone comparing files.
     """
-    text = json.dumps(spec_document(spec), indent=2, ensure_ascii=False)
-    return (text + "\n").encode("utf-8")
+    # orjson: the bytes of ``json.dumps(indent=2, ensure_ascii=False)`` plus a newline, which
+    # the golden specs pin, in a hundredth of the time (the standard encoder indents only in
+    # Python, and that was the largest single cost of writing a claim's files). Imported here:
+    # this module is in the one-file pyz, whose commands never render a spec.
+    import orjson
+
+    return orjson.dumps(spec_document(spec), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
 def _body_document(spec: Spec) -> dict[str, object]:
