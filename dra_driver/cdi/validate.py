@@ -524,9 +524,20 @@ def validate_document(doc: object, *, schema_dir: Path | None = None) -> list[st
 
 def validate_spec(spec: Spec) -> None:
     """Raise ``CdiValidationError`` listing every strict-rule problem of ``spec`` as rendered."""
-    problems = _strict_problems(spec_document(spec))
+    validated_document(spec)
+
+
+def validated_document(spec: Spec) -> dict[str, object]:
+    """``spec``'s JSON document (``model.spec_document``) once it passed ``validate_spec``.
+
+    For a writer that renders what it validated (``model.render_document``) without building
+    the document twice.
+    """
+    document = spec_document(spec)
+    problems = _strict_problems(document)
     if problems:
         raise CdiValidationError(f"CDI spec of kind {spec.kind!r}", problems)
+    return document
 
 
 class _DocumentError(Exception):
