@@ -31,6 +31,8 @@ class Cycles:
     prepare_ms: list[float] = field(default_factory=list)
     unprepare_ms: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+    cpu_s: float = 0.0
+    """CPU time (user + system) the daemon used during the measured cycles."""
 
     @property
     def cycles(self) -> int:
@@ -38,10 +40,16 @@ class Cycles:
         return len(self.unprepare_ms)
 
     def extend(self, other: Cycles) -> None:
-        """Add the samples and the wall time of ``other``."""
+        """Add the samples, the wall time and the CPU time of ``other``."""
         self.prepare_ms.extend(other.prepare_ms)
         self.unprepare_ms.extend(other.unprepare_ms)
         self.wall_s += other.wall_s
+        self.cpu_s += other.cpu_s
+
+    @property
+    def cpu_ms_per_cycle(self) -> float:
+        """The daemon's CPU time per prepare+unprepare cycle, in ms."""
+        return self.cpu_s * 1000 / self.cycles if self.cycles else 0.0
 
 
 def sequential(
@@ -60,12 +68,14 @@ def sequential(
         node.prepare(claim)
         node.unprepare(claim)
     result = Cycles()
+    cpu_before = node.cpu_s()
     started = time.perf_counter()
     for index in range(cycles):
         claim = claims[index % len(claims)]
         result.prepare_ms.append(_timed_ms(node.prepare, claim))
         result.unprepare_ms.append(_timed_ms(node.unprepare, claim))
     result.wall_s = time.perf_counter() - started
+    result.cpu_s = node.cpu_s() - cpu_before
     return result
 
 
@@ -105,6 +115,7 @@ def in_flight(node: BenchNode, claims: Sequence[ClaimRef], *, rounds: int) -> Cy
     ``wall_s`` is the total time from each round's start to its last answer, both phases.
     """
     result = Cycles()
+    cpu_before = node.cpu_s()
     with ThreadPoolExecutor(max_workers=len(claims), thread_name_prefix="in-flight") as pool:
         for _ in range(rounds):
             for call, samples in (
@@ -115,6 +126,7 @@ def in_flight(node: BenchNode, claims: Sequence[ClaimRef], *, rounds: int) -> Cy
                 started = time.perf_counter()
                 samples.extend(pool.map(functools.partial(_gated_ms, gate, call), claims))
                 result.wall_s += time.perf_counter() - started
+    result.cpu_s = node.cpu_s() - cpu_before
     return result
 
 

@@ -11,6 +11,7 @@ with its consumed capacity), so the daemon reads real ResourceClaims.
 from __future__ import annotations
 
 import itertools
+import os
 import signal
 import uuid
 from collections.abc import Sequence
@@ -37,6 +38,8 @@ DCU_MEMORY_BYTES = 34342961152
 SHARE_MEMORY = "8188Mi"
 #: The kubelet's call timeout (kubelet-plugin-protocol.md §5, ``defaultClientCallTimeout``).
 CALL_TIMEOUT_S = 45.0
+#: Clock ticks per second of ``/proc/<pid>/stat``'s CPU times.
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: The daemon needs well under a second to start; a loaded machine needs more.
 READY_TIMEOUT_S = 60.0
 
@@ -133,6 +136,13 @@ class BenchNode:
                 return int(line.split()[1]) / 1024
         raise BenchError(f"no VmRSS in /proc/{self.pid}/status")
 
+    def cpu_s(self) -> float:
+        """CPU time the daemon has used so far (user + system, ``/proc/<pid>/stat``), in s."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        # Fields after the command name (which may hold spaces) closed by its ")".
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
     def close(self) -> None:
         """Stop the client and the daemon, delete the namespace and the Node (best effort)."""
         if self.manager is not None:
@@ -155,10 +165,21 @@ class BenchNode:
 
     # --- claims and calls -----------------------------------------------------------------
 
-    def claim(self, devices: Sequence[str]) -> ClaimRef:
-        """Create a claim allocated as one quarter-card vDCU share on each of ``devices``."""
+    def claim(self, devices: Sequence[str], *, whole: bool = False) -> ClaimRef:
+        """Create a claim allocated as one quarter-card vDCU share on each of ``devices``.
+
+        ``whole``: each of ``devices`` allocated whole instead (class ``dcu.hygon.com``).
+        """
         name = f"c{next(self._names)}"
         requests = [f"dcu{index}" for index in range(len(devices))]
+        exactly: dict[str, Any] = (
+            {"deviceClassName": "dcu.hygon.com"}
+            if whole
+            else {
+                "deviceClassName": "vdcu.dcu.hygon.com",
+                "capacity": {"requests": {"cores": str(SHARE_CORES), "memory": SHARE_MEMORY}},
+            }
+        )
         created = self.kube.create(
             paths.resource_claims(self.namespace),
             {
@@ -167,21 +188,7 @@ class BenchNode:
                 "metadata": {"name": name, "namespace": self.namespace},
                 "spec": {
                     "devices": {
-                        "requests": [
-                            {
-                                "name": request,
-                                "exactly": {
-                                    "deviceClassName": "vdcu.dcu.hygon.com",
-                                    "capacity": {
-                                        "requests": {
-                                            "cores": str(SHARE_CORES),
-                                            "memory": SHARE_MEMORY,
-                                        }
-                                    },
-                                },
-                            }
-                            for request in requests
-                        ]
+                        "requests": [{"name": request, "exactly": exactly} for request in requests]
                     }
                 },
             },
@@ -190,18 +197,7 @@ class BenchNode:
             "allocation": {
                 "devices": {
                     "results": [
-                        {
-                            "request": request,
-                            "driver": DRIVER_NAME,
-                            "pool": self.name,
-                            "device": device,
-                            "shareID": str(uuid.uuid4()),
-                            "consumedCapacity": {
-                                "cores": str(SHARE_CORES),
-                                "memory": SHARE_MEMORY,
-                                "vdevices": "1",
-                            },
-                        }
+                        _result(request, device, pool=self.name, whole=whole)
                         for request, device in zip(requests, devices, strict=True)
                     ]
                 },
@@ -241,6 +237,24 @@ class BenchNode:
         if self.manager is None:
             raise BenchError(f"the plugin of node {self.name} is not connected")
         return self.manager
+
+
+def _result(request: str, device: str, *, pool: str, whole: bool) -> dict[str, Any]:
+    """The allocation result the scheduler writes: a whole DCU, or a quarter-card share."""
+    result: dict[str, Any] = {
+        "request": request,
+        "driver": DRIVER_NAME,
+        "pool": pool,
+        "device": device,
+    }
+    if not whole:
+        result["shareID"] = str(uuid.uuid4())
+        result["consumedCapacity"] = {
+            "cores": str(SHARE_CORES),
+            "memory": SHARE_MEMORY,
+            "vdevices": "1",
+        }
+    return result
 
 
 def _never_wipe(driver: str) -> None:

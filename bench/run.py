@@ -3,11 +3,16 @@
 Starts the local control plane (build/bin/controlplane) and one bench node: a Node object, a
 mock node of 16 Z100-class DCUs and the real ``dcu-dra kubelet-plugin`` with default flags,
 registered with the fake kubelet's plugin manager, whose gRPC client makes every call. In
-order: start to slice and idle memory; prepare/unprepare latency of a one-vDCU claim in
-blocks that alternate with blocks of the floors; a 2-DCU claim; one claim alone and among 63
+order: start to socket and to slice, and idle memory; prepare/unprepare latency (and the
+daemon's CPU time per cycle) of a one-vDCU claim in blocks that alternate with blocks of the
+floors; a whole-DCU claim; a 2-DCU claim; one claim alone and among 63
 other live shares, in alternating blocks; 16 and 64 calls in flight; then throughput with
 concurrent callers, whose cycles also measure memory growth. Everything runs under one
 temporary directory in /tmp (socket paths must be short), removed at the end.
+
+The daemon runs from compiled bytecode, as it does from the wheel or the image: ``main``
+compiles the package first (into its ``__pycache__`` directories, which git ignores), so a
+checkout where ``PYTHONDONTWRITEBYTECODE`` is set does not recompile it at every start.
 
 Usage: .venv/bin/python -m bench.run [--quick] [--json build/bench.json] [--markdown]
 """
@@ -15,6 +20,7 @@ Usage: .venv/bin/python -m bench.run [--quick] [--json build/bench.json] [--mark
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime as dt
 import json
 import shutil
@@ -25,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import dra_driver
 from bench import floors, latency, startup, throughput
 from bench.node import BenchNode
 from bench.report import (
@@ -57,6 +64,8 @@ class Settings:
     warm_up_cycles: int = latency.WARM_UP_CYCLES
     cycles: int = 500
     """Sequential cycles of a one-vDCU claim."""
+    cycles_whole: int = 200
+    """Sequential cycles of a one-DCU claim allocated whole."""
     cycles_2dcu: int = 200
     cycles_64_live: int = 200
     in_flight_rounds: int = 5
@@ -70,6 +79,7 @@ QUICK = Settings(
     floor_samples=10,
     warm_up_cycles=2,
     cycles=10,
+    cycles_whole=5,
     cycles_2dcu=5,
     cycles_64_live=5,
     in_flight_rounds=1,
@@ -119,6 +129,9 @@ def run_bench(
                     )
                 )
             floor = probe.floors()
+        progress(f"whole-DCU claim: {settings.cycles_whole} cycles")
+        wholes = [node.claim([device], whole=True) for device in node.devices[4:6]]
+        whole = latency.sequential(node, wholes, cycles=settings.cycles_whole, warm_up=warm_up)
         progress(f"2-DCU claim: {settings.cycles_2dcu} cycles")
         pairs = [node.claim(node.devices[i : i + 2]) for i in (0, 2)]
         double = latency.sequential(node, pairs, cycles=settings.cycles_2dcu, warm_up=warm_up)
@@ -153,6 +166,7 @@ def run_bench(
         started=started,
         floor=floor,
         single=single,
+        whole=whole,
         double=double,
         alone=alone,
         live=live,
@@ -192,6 +206,7 @@ def _results(
     started: startup.Startup,
     floor: floors.Floors,
     single: latency.Cycles,
+    whole: latency.Cycles,
     double: latency.Cycles,
     alone: latency.Cycles,
     live: latency.Cycles,
@@ -213,6 +228,10 @@ def _results(
         "unprepare_floor_ms": _ms(unprepare_floor),
         "prepare_cycles": single.cycles,
         **_latency_figures(single, floor),
+        "cpu_ms_per_cycle": round(single.cpu_ms_per_cycle, 2),
+        "cycles_whole": whole.cycles,
+        **_latency_figures(whole, floor, suffix="_whole"),
+        "cpu_ms_per_cycle_whole": round(whole.cpu_ms_per_cycle, 2),
         "cycles_2dcu": double.cycles,
         **_latency_figures(double, floor, suffix="_2dcu"),
         "cycles_64_live": live.cycles,
@@ -231,6 +250,8 @@ def _results(
         "cycles_per_s_sequential_floor_ratio": round(sequential_per_s / cycle_floor_per_s, 2),
         "start_to_slice_s": round(p50(started.start_to_slice_s), 3),
         "start_to_slice_max_s": round(max(started.start_to_slice_s), 3),
+        "start_to_socket_s": round(p50(started.start_to_socket_s), 3),
+        "start_to_socket_max_s": round(max(started.start_to_socket_s), 3),
         "start_runs": len(started.start_to_slice_s),
         "rss_idle_mib": round(started.rss_idle_mib, 1),
         "rss_warm_mib": round(busy.rss_before_mib, 1),
@@ -251,6 +272,11 @@ def _results(
                 f"prepare_p99_floor_ratio_{size}_in_flight": ratio(
                     p99(flight.prepare_ms), prepare_floor
                 ),
+                # Against one call alone: what concurrency costs each call.
+                f"prepare_p50_single_ratio_{size}_in_flight": ratio(
+                    p50(flight.prepare_ms), p50(single.prepare_ms)
+                ),
+                f"cpu_ms_per_cycle_{size}_in_flight": round(flight.cpu_ms_per_cycle, 2),
                 f"cycles_per_s_{size}_in_flight": round(flight.cycles / flight.wall_s, 1),
             }
         )
@@ -282,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-", dir="/tmp"))
     plane = ControlPlane(data_dir=work / "cp")
     try:
+        compile_package()
         _progress("starting the local control plane")
         plane.start()
         results = run_bench(plane, work, settings, progress=_progress)
@@ -301,6 +328,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(results, args.json)
     print(f"results: {args.json}")
     return 0
+
+
+def compile_package() -> None:
+    """Compile ``dra_driver`` where Python looks for its bytecode (``__pycache__``).
+
+    The daemon then starts from bytecode, as it does when installed (the wheel and the image
+    carry compiled files). ``PYTHONDONTWRITEBYTECODE`` only stops writing, not reading.
+    """
+    package = Path(dra_driver.__file__).parent
+    if not compileall.compile_dir(package, quiet=1):
+        raise DriverError(f"cannot compile {package}")
 
 
 def write_json(results: Results, path: Path) -> None:

@@ -1,7 +1,9 @@
-"""Process start to ResourceSlice visible in the API server, and the daemon's idle memory.
+"""Process start to DRA socket and to ResourceSlice visible, and the daemon's idle memory.
 
 Each run deletes the node's slices, opens a watch on them, starts ``dcu-dra kubelet-plugin``
-and stops the clock at the watch's ADDED event: the moment any API client can see the slice.
+and stops one clock when the DRA socket accepts a connection (the daemon moves it into place
+only once its gRPC server serves: the moment the kubelet could call) and another at the
+watch's ADDED event: the moment any API client can see the slice.
 The first run starts on an empty data dir, later ones restart on the same one (as a
 DaemonSet pod restart does). Idle memory is VmRSS of the last started daemon once it has
 published and sat idle for a moment, before any claim.
@@ -9,14 +11,20 @@ published and sat idle for a moment, before any claim.
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench.node import READY_TIMEOUT_S, BenchError, BenchNode
 from dra_driver.cluster.kube import paths
 
 #: Idle time before reading memory: start-up garbage is collected, threads are parked.
 SETTLE_S = 1.0
+#: How often the socket is tried: fine enough for a figure of tenths of a second, and the
+#: probe's own CPU stays negligible beside the daemon's.
+SOCKET_POLL_S = 0.002
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,6 +32,7 @@ class Startup:
     """Start-up figures."""
 
     start_to_slice_s: list[float]
+    start_to_socket_s: list[float]
     rss_idle_mib: float
 
 
@@ -31,11 +40,18 @@ def measure_startup(node: BenchNode, *, runs: int) -> Startup:
     """Start the daemon ``runs`` times; it is left running (not yet connected) afterwards."""
     times = [_start_once(node) for _ in range(runs)]
     time.sleep(SETTLE_S)
-    return Startup(start_to_slice_s=times, rss_idle_mib=node.rss_mib())
+    return Startup(
+        start_to_slice_s=[to_slice for to_slice, _ in times],
+        start_to_socket_s=[to_socket for _, to_socket in times],
+        rss_idle_mib=node.rss_mib(),
+    )
 
 
-def _start_once(node: BenchNode) -> float:
-    """Stop the daemon if it runs, delete the slices, start it; seconds until the slice shows."""
+def _start_once(node: BenchNode) -> tuple[float, float]:
+    """Stop the daemon if it runs, delete the slices, start it.
+
+    Returns the seconds until the slice shows and until the DRA socket accepts.
+    """
     if node.plugin.process is not None:
         node.plugin.stop()
         node.plugin.process = None
@@ -53,10 +69,41 @@ def _start_once(node: BenchNode) -> float:
     ) as events:
         started = time.perf_counter()
         node.plugin.start()
+        probe = _SocketProbe(node.plugin.data_dir / "dra.sock", started)
+        probe.start()
         for event_type, _slice in events:
             if event_type == "ADDED":
-                return time.perf_counter() - started
+                to_slice = time.perf_counter() - started
+                probe.join(READY_TIMEOUT_S)
+                if probe.accepted_s is None:
+                    raise BenchError(
+                        f"the DRA socket of node {node.name} never accepted a connection; "
+                        f"its log: {node.plugin.log_file}"
+                    )
+                return to_slice, probe.accepted_s
     raise BenchError(
         f"no ResourceSlice of node {node.name} within {READY_TIMEOUT_S:g} s of starting the "
         f"plugin; its log: {node.plugin.log_file}"
     )
+
+
+class _SocketProbe(threading.Thread):
+    """Tries to connect to a unix socket until it accepts; ``accepted_s`` after ``started``."""
+
+    def __init__(self, path: Path, started: float) -> None:
+        super().__init__(name="socket-probe", daemon=True)
+        self.path = str(path)
+        self.started = started
+        self.accepted_s: float | None = None
+
+    def run(self) -> None:
+        deadline = self.started + READY_TIMEOUT_S
+        while time.perf_counter() < deadline:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.connect(self.path)
+                except OSError:
+                    time.sleep(SOCKET_POLL_S)
+                    continue
+                self.accepted_s = time.perf_counter() - self.started
+                return

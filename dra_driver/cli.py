@@ -441,7 +441,7 @@ def run_kubelet_plugin(args: argparse.Namespace, parser: argparse.ArgumentParser
 
 def add_verify(sub: argparse._SubParsersAction[_Parser]) -> None:
     """``dcu-dra verify``: run inside a container to check the DCU share it got."""
-    from dra_driver.tools.verify import DEFAULT_DEV_DIR, DEFAULT_SYS_DIR, DEFAULT_VDEV_DIR
+    from dra_driver.tools.verify_paths import DEFAULT_DEV_DIR, DEFAULT_SYS_DIR, DEFAULT_VDEV_DIR
 
     verify = sub.add_parser(
         "verify",

@@ -1,8 +1,8 @@
 """The node daemon's lifecycle: start-up, the running services, and an orderly shutdown.
 
 Start-up, in order: directories, DCU discovery, the driver core (``Plugin``, which recovers
-its durable state), ResourceSlice publishing, then the kubelet-facing gRPC servers (the DRA
-socket first, the registration socket last). SIGTERM/SIGINT stop it cleanly (exit 0): the
+its durable state), the kubelet-facing gRPC servers (the DRA socket first, the registration
+socket last), then ResourceSlice publishing. SIGTERM/SIGINT stop it cleanly (exit 0): the
 registration socket goes first so the kubelet stops sending, in-flight calls finish, our
 sockets are removed, and publishing stops (the slices stay for the next instance). Default
 signal handling is restored after the first signal, so a second one ends a stuck shutdown.
@@ -335,14 +335,17 @@ def run(
         client.close()
         raise
     monitor = start_health_monitor(config, inventory, health, publisher)
-    publisher.start()
-    if reporter is not None:
-        reporter.start()
-    if cleaner is not None:
-        cleaner.start()  # its first round runs at once: "at start, after recovery"
     try:
+        # The kubelet's sockets first: the API work below runs on threads of its own, and
+        # its first request imports the HTTP stack (see ``cluster.kube.client``), which would
+        # otherwise share the interpreter with the servers' start.
         servers.start()
         try:
+            publisher.start()
+            if reporter is not None:
+                reporter.start()
+            if cleaner is not None:
+                cleaner.start()  # its first round runs at once: "at start, after recovery"
             # Wake every second: a SIGTERM the kernel hands to another thread only sets
             # CPython's pending flag, and the main thread runs the handler when it next
             # returns to Python; an untimed wait would never return (seen once in a test).

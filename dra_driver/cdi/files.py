@@ -3,7 +3,8 @@
 Owns the only functions of ``cdi`` that change files: ``write_spec`` (validated, temp file,
 fsync, rename, 0644 in a 0755 directory), ``stage_spec`` (up to the temp file, for a caller
 that commits several files together) and ``remove_spec`` (idempotent), plus the rule for spec
-file names. Every spec passes ``validate.validate_spec`` before a byte is written.
+file names. Every spec passes ``validate.validate_spec`` before a byte is written (through
+``validated_document``, whose document is then rendered).
 
 Must not build specs (``build`` does) nor decide their content or bytes (``model`` renders).
 Sits on top of ``cdi``: imports ``model`` and ``validate``; neither imports it back. Never
@@ -15,8 +16,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from dra_driver.cdi.model import Spec, render_spec
-from dra_driver.cdi.validate import validate_spec
+from dra_driver.cdi.model import Spec, render_document
+from dra_driver.cdi.validate import validated_document
 from dra_driver.errors import CdiError
 from dra_driver.util.fsutil import (
     PUBLIC_DIR_MODE,
@@ -75,12 +76,12 @@ def stage_spec(spec: Spec, directory: Path, file_name: str) -> StagedFile:
     leaving nothing behind.
     """
     name = _checked_file_name(file_name)
-    validate_spec(spec)
+    document = validated_document(spec)
     path = directory / name
     try:
         if not directory.is_dir():
             ensure_directory(directory, mode=PUBLIC_DIR_MODE)
-        return stage_file(path, render_spec(spec), mode=PUBLIC_FILE_MODE)
+        return stage_file(path, render_document(document), mode=PUBLIC_FILE_MODE)
     except OSError as exc:
         raise CdiError(f"cannot write CDI spec {path}: {exc.strerror or exc}") from exc
 

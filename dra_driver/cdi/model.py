@@ -3,7 +3,7 @@
 Owns the frozen dataclasses mirroring ``specs-go/config.go``, the ``kind`` and device-name
 grammar of the Go parser (``kind_problem``, ``device_name_problem``, ``qualified_id``,
 ``spec_file_name``), the minimum ``cdiVersion`` a spec or raw document needs
-(``version_requirements``) and deterministic JSON rendering (``render_spec``).
+(``version_requirements``) and deterministic JSON rendering (``render_spec``, ``render_document``).
 
 Pure: no file, device or clock access, no logging. Must not import the other ``cdi`` modules:
 ``validate``, ``build`` and ``files`` build on this one, so importing any of them here would
@@ -12,7 +12,6 @@ make a cycle. Never imports gRPC or the Kubernetes client.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -357,8 +356,18 @@ def render_spec(spec: Spec) -> bytes:
     The same spec always renders to the same bytes, so rewriting an unchanged spec is a no-op
     for anyone comparing files.
     """
-    text = json.dumps(spec_document(spec), indent=2, ensure_ascii=False)
-    return (text + "\n").encode("utf-8")
+    return render_document(spec_document(spec))
+
+
+def render_document(document: Mapping[str, object]) -> bytes:
+    """The bytes of a spec's document (``spec_document``), as ``render_spec`` writes them."""
+    # orjson: the bytes of ``json.dumps(indent=2, ensure_ascii=False)`` plus a newline, which
+    # the golden specs pin, in a hundredth of the time (the standard encoder indents only in
+    # Python, and that was the largest single cost of writing a claim's files). Imported here:
+    # this module is in the one-file pyz, whose commands never render a spec.
+    import orjson
+
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
 def _body_document(spec: Spec) -> dict[str, object]:

@@ -17,7 +17,6 @@ imports this one to check every spec it writes, never the reverse.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import logging
@@ -25,12 +24,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
-
-import yaml
-from jsonschema import Draft7Validator
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT7
+from typing import TYPE_CHECKING, Any, Final
 
 from dra_driver.cdi.model import (
     CDI_VERSIONS,
@@ -43,6 +37,13 @@ from dra_driver.cdi.model import (
     version_requirements,
 )
 from dra_driver.errors import CdiError, CdiValidationError
+
+if TYPE_CHECKING:
+    from jsonschema import Draft7Validator
+
+# YAML, jsonschema and difflib are imported where they are used (reading spec files, the
+# official schema, a suggestion for a misspelt key): the daemon only ever validates the specs
+# it builds, and importing them would cost its start-up more time than all the rest of it.
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +222,8 @@ class _Checker:
 def _unknown_key_message(key: str, allowed: frozenset[str]) -> str:
     message = f"unknown key {key!r}"
     by_case = [name for name in allowed if name.lower() == key.lower()]
+    import difflib
+
     close = by_case or difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.75)
     if close:
         message += f" (did you mean {close[0]!r}?)"
@@ -475,6 +478,10 @@ def _check_devices(c: _Checker, spec: Mapping[str, object], *, version: str | No
 @functools.lru_cache(maxsize=4)
 def _schema_validator(schema_dir: Path) -> Draft7Validator:
     """Load ``schema.json`` with ``defs.json`` registered under the URI it is referred by."""
+    from jsonschema import Draft7Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT7
+
     try:
         schema = json.loads((schema_dir / "schema.json").read_text(encoding="utf-8"))
         defs = json.loads((schema_dir / "defs.json").read_text(encoding="utf-8"))
@@ -517,9 +524,20 @@ def validate_document(doc: object, *, schema_dir: Path | None = None) -> list[st
 
 def validate_spec(spec: Spec) -> None:
     """Raise ``CdiValidationError`` listing every strict-rule problem of ``spec`` as rendered."""
-    problems = _strict_problems(spec_document(spec))
+    validated_document(spec)
+
+
+def validated_document(spec: Spec) -> dict[str, object]:
+    """``spec``'s JSON document (``model.spec_document``) once it passed ``validate_spec``.
+
+    For a writer that renders what it validated (``model.render_document``) without building
+    the document twice.
+    """
+    document = spec_document(spec)
+    problems = _strict_problems(document)
     if problems:
         raise CdiValidationError(f"CDI spec of kind {spec.kind!r}", problems)
+    return document
 
 
 class _DocumentError(Exception):
@@ -581,33 +599,40 @@ def _parse_json(text: str) -> object:
         ) from exc
 
 
-class _StrictYamlLoader(yaml.SafeLoader):
-    """Safe YAML loader that rejects duplicate mapping keys (go-yaml's strict mode does)."""
+@functools.cache
+def _strict_yaml_loader() -> type[Any]:
+    """A safe YAML loader that rejects duplicate mapping keys (go-yaml's strict mode does)."""
+    import yaml
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                is_duplicate = key in seen
-            except TypeError:
-                continue  # unhashable key: the base constructor reports it
-            if is_duplicate:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r}",
-                    key_node.start_mark,
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+    class StrictYamlLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: set[object] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    is_duplicate = key in seen
+                except TypeError:
+                    continue  # unhashable key: the base constructor reports it
+                if is_duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found duplicate key {key!r}",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictYamlLoader
 
 
 def _parse_yaml(text: str) -> object:
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_StrictYamlLoader)  # a SafeLoader subclass: safe
+        return yaml.load(text, Loader=_strict_yaml_loader())  # a SafeLoader subclass: safe
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""

@@ -20,12 +20,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from dra_driver.errors import ClaimConfigError, quoted
 from dra_driver.vdcu.allocator import Layout
+
+if TYPE_CHECKING:
+    # Imported where a config is validated: most claims carry none, and jsonschema takes
+    # longer to import than the daemon takes to open its socket.
+    import jsonschema
 
 API_VERSION = "dcu.hygon.com/v1alpha1"
 KIND = "DcuConfig"
@@ -182,6 +185,8 @@ def schema(api_version: str = API_VERSION, kind: str = KIND) -> dict[str, Any]:
 
 @functools.cache
 def _validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
+    import jsonschema
+
     document = schema(api_version, kind)
     validator_class = jsonschema.validators.validator_for(document)
     validator: jsonschema.protocols.Validator = validator_class(document)

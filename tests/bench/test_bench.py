@@ -27,6 +27,11 @@ REQUIRED = (
     "cycles_per_s",
     "prepare_p50_ms_64_live",
     "start_to_slice_s",
+    "start_to_socket_s",
+    "cpu_ms_per_cycle",
+    "cpu_ms_per_cycle_whole",
+    "prepare_p50_single_ratio_16_in_flight",
+    "prepare_p50_single_ratio_64_in_flight",
     "rss_idle_mib",
     "rss_growth_mib",
     "machine",
@@ -35,6 +40,7 @@ REQUIRED = (
 PERCENTILE_PAIRS = [
     ("prepare_p50_ms", "prepare_p99_ms"),
     ("unprepare_p50_ms", "unprepare_p99_ms"),
+    ("prepare_p50_ms_whole", "prepare_p99_ms_whole"),
     ("prepare_p50_ms_2dcu", "prepare_p99_ms_2dcu"),
     ("unprepare_p50_ms_2dcu", "unprepare_p99_ms_2dcu"),
     ("prepare_p50_ms_64_live", "prepare_p99_ms_64_live"),
@@ -68,12 +74,19 @@ def test_quick_bench_reports_every_figure_consistently(
         assert 0 < n[low] <= n[high], (low, high)
     # As many cycles as asked for, and figures derived from them.
     assert n["prepare_cycles"] == QUICK.cycles
+    assert n["cycles_whole"] == QUICK.cycles_whole
     assert n["cycles_64_live"] == QUICK.cycles_64_live
     assert n["cycles_per_s_callers"] == QUICK.callers
     assert n["rss_growth_cycles"] == n["cycles_per_s_cycles"] > 0
     assert n["cycles_per_s"] > 0 and n["cycles_per_s_sequential"] > 0
     assert n["start_runs"] == QUICK.start_runs
     assert 0 < n["start_to_slice_s"] <= n["start_to_slice_max_s"]
+    assert 0 < n["start_to_socket_s"] <= n["start_to_socket_max_s"]
+    # CPU time is counted in clock ticks: a few cycles may fall within one.
+    assert n["cpu_ms_per_cycle"] >= 0 and n["cpu_ms_per_cycle_whole"] >= 0
+    assert n["prepare_p50_single_ratio_16_in_flight"] == pytest.approx(
+        n["prepare_p50_ms_16_in_flight"] / n["prepare_p50_ms"], abs=0.01
+    )
     assert 10 < n["rss_idle_mib"] < 1000
     assert n["rss_after_mib"] == pytest.approx(n["rss_warm_mib"] + n["rss_growth_mib"], abs=0.11)
     # Every target is judged.

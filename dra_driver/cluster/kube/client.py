@@ -8,6 +8,10 @@ a handful of verbs on plain JSON. Objects go in and come out as ``dict``; paths 
 Every call has a timeout (connect 5 s, read 30 s by default; watches read for longer). urllib3's
 ``PoolManager`` is thread-safe, so one :class:`KubeClient` is shared by all threads. Nothing is
 retried here: callers decide what is safe to repeat.
+
+urllib3 (with ``http.client`` and ``email`` behind it) is imported at the first request, not
+when a client is made: the node daemon opens its kubelet sockets first and lets its first API
+call (the slice publisher's, on its own thread) pay for it.
 """
 
 from __future__ import annotations
@@ -19,11 +23,8 @@ import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
-
-import urllib3
-from urllib3.exceptions import HTTPError, InsecureRequestWarning
 
 from dra_driver.cluster.kube.config import (
     KubeConfig,
@@ -39,6 +40,9 @@ from dra_driver.cluster.kube.errors import (
     KubeError,
     api_error,
 )
+
+if TYPE_CHECKING:
+    import urllib3
 
 logger = logging.getLogger(__name__)
 
@@ -84,17 +88,37 @@ class KubeClient:
         self.field_manager = field_manager
         self._user_agent = user_agent
         self._tokens = token_source(config)
-        pool_kwargs: dict[str, Any] = {}
+        self._max_connections = max_connections
+        # Made now, so a bad certificate or key fails the start, not the first request.
+        self._pool_kwargs: dict[str, Any] = {}
         if config.server.startswith("https:"):
-            pool_kwargs["ssl_context"] = ssl_context(config)
+            self._pool_kwargs["ssl_context"] = ssl_context(config)
             if config.tls_server_name:
-                pool_kwargs["server_hostname"] = config.tls_server_name
-        if config.insecure_skip_tls_verify:
+                self._pool_kwargs["server_hostname"] = config.tls_server_name
+        self._pool_lock = threading.Lock()
+        self._made_pool: urllib3.PoolManager | None = None
+        self._closed = threading.Event()
+
+    @property
+    def _pool(self) -> urllib3.PoolManager:
+        """The connection pool, made (and urllib3 imported) at the first request."""
+        pool = self._made_pool
+        if pool is not None:
+            return pool
+        with self._pool_lock:
+            if self._made_pool is None:
+                self._made_pool = self._make_pool()
+            return self._made_pool
+
+    def _make_pool(self) -> urllib3.PoolManager:
+        import urllib3
+        from urllib3.exceptions import InsecureRequestWarning
+
+        if self.config.insecure_skip_tls_verify:
             # The user asked for it in the kubeconfig; one warning per request would drown logs.
             warnings.filterwarnings("ignore", category=InsecureRequestWarning)
         # block=False: a pool that is full (many watches) opens extra short-lived connections.
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=max_connections, **pool_kwargs)
-        self._closed = threading.Event()
+        return urllib3.PoolManager(num_pools=4, maxsize=self._max_connections, **self._pool_kwargs)
 
     @classmethod
     def from_kubeconfig(
@@ -116,7 +140,8 @@ class KubeClient:
     def close(self) -> None:
         """Close pooled connections; open watch streams must be closed by their owners."""
         self._closed.set()
-        self._pool.clear()
+        if self._made_pool is not None:
+            self._made_pool.clear()
 
     def __enter__(self) -> KubeClient:
         return self
@@ -304,8 +329,12 @@ class KubeClient:
             if content_type:
                 headers["Content-Type"] = content_type
         logger.debug("%s %s", method, url)
+        pool = self._pool
+        import urllib3  # loaded by ``_pool`` by now: a dictionary lookup
+        from urllib3.exceptions import HTTPError
+
         try:
-            response = self._pool.request(
+            response = pool.request(
                 "GET" if method == "WATCH" else method,
                 url,
                 body=payload,
@@ -389,6 +418,8 @@ class WatchStream(Iterator[WatchEvent]):
                 if self._closed.is_set():
                     # close() from another thread tears the socket down under the reader.
                     raise StopIteration from None
+                from urllib3.exceptions import HTTPError
+
                 if isinstance(exc, HTTPError | OSError):
                     raise ConnectionFailed(self._method, self._path, _describe(exc)) from exc
                 raise

@@ -14,18 +14,21 @@ import binascii
 import ipaddress
 import os
 import shutil
-import ssl
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from dra_driver.cluster.kube.errors import KubeConfigError
+
+if TYPE_CHECKING:
+    import ssl
+
+# PyYAML (kubeconfig files only) and ssl (the first request's TLS context) are imported where
+# they are used: an in-cluster daemon never reads YAML, and none needs TLS before its sockets.
 
 #: Where the kubelet mounts a pod's service-account token, CA bundle and namespace.
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -60,6 +63,8 @@ class KubeConfig:
 
 def load_kubeconfig(path: str | os.PathLike[str], *, context: str | None = None) -> KubeConfig:
     """Load one context (default: ``current-context``) from a kubeconfig file."""
+    import yaml
+
     path = Path(path)
     try:
         document = yaml.safe_load(path.read_text())
@@ -249,6 +254,8 @@ def ssl_context(config: KubeConfig) -> ssl.SSLContext:
     ``ssl`` loads a certificate chain only from files, so the PEM data is written to a private
     temporary directory (0700, files 0600), loaded, and removed again before returning.
     """
+    import ssl
+
     # PROTOCOL_TLS_CLIENT verifies the chain and the host name by default.
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if config.insecure_skip_tls_verify:

@@ -24,11 +24,9 @@ from dra_driver.tools.verify.vdev_checks import (
     read_vdev_file,
     vdev_entries,
 )
+from dra_driver.tools.verify_paths import DEFAULT_DEV_DIR, DEFAULT_SYS_DIR, DEFAULT_VDEV_DIR
 
-#: Where the DCU runtime reads a container's vdev configs (hygon-dcu.md §2.2).
-DEFAULT_VDEV_DIR = Path("/etc/vdev/docker")
-DEFAULT_DEV_DIR = Path("/dev")
-DEFAULT_SYS_DIR = Path("/sys")
+__all__ = ["DEFAULT_DEV_DIR", "DEFAULT_SYS_DIR", "DEFAULT_VDEV_DIR", "verify"]
 
 
 def verify(
