@@ -106,6 +106,7 @@ class PluginProcess:
         self.data_dir = data_dir
         self.cdi_dir = cdi_dir
         self.log_file = log_file
+        self.kubeconfig = kubeconfig
         self.pod_uid = pod_uid
         self.args = [
             *dcu_dra_command(),

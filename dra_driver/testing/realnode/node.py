@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,11 @@ def unavailable_reason() -> str | None:
     if missing:
         return f"missing {', '.join(missing)} in {IMAGES_DIR}: run `make images`"
     return None
+
+
+def runtime_container_id(status: Mapping[str, Any]) -> str:
+    """Containerd's ID of a container, from its pod status entry (``containerd://<id>``)."""
+    return str(status["containerID"]).split("://", 1)[1]
 
 
 #: Writes its standard input, base64, to argv[1] (``ctr`` passes text, not bytes).
@@ -330,7 +335,7 @@ class RealNode:
     @property
     def plugin_kubeconfig(self) -> Path:
         """The kubeconfig of the newest plugin instance."""
-        return Path(self.plugin.args[self.plugin.args.index("--kubeconfig") + 1])
+        return self.plugin.kubeconfig
 
     def wait_node_ready(self, *, timeout_s: float) -> dict[str, Any]:
         """Until the kubelet's Node is Ready with no taint left; returns it."""

@@ -17,8 +17,8 @@ from pathlib import Path
 from types import FrameType
 
 from dra_driver.testing.cluster import REPO_ROOT
+from dra_driver.testing.realnode import unavailable_reason
 from dra_driver.tools.demo.console import DemoError, prepare_build_dir, say, shown
-from dra_driver.tools.demo.realnodes import unavailable_reason
 from dra_driver.tools.demo.session import DemoSession
 
 logger = logging.getLogger(__name__)

@@ -6,9 +6,6 @@ character devices and the real plugin registered with its kubelet, authenticated
 ServiceAccount. The table's CDI IDs are read from each kubelet's own DRA checkpoint, and
 ``dcu-dra verify`` runs inside each example pod's real containers: the one-file ``dcu-dra.pyz``
 is copied in (as ``kubectl cp``) and run there with ``ctr tasks exec`` (as ``kubectl exec``).
-
-:func:`unavailable_reason` says, in one line, why this machine cannot run real nodes (the demo
-then falls back to fake kubelets).
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ from dra_driver.cluster.kube import KubeClient
 from dra_driver.testing.fakekubelet import PreparedClaim
 from dra_driver.testing.plugin_process import PluginProcess
 from dra_driver.testing.realnode import RealNode, RealNodes
-from dra_driver.testing.realnode import unavailable_reason as node_unavailable_reason
+from dra_driver.testing.realnode.node import runtime_container_id
 from dra_driver.tools.demo.containers import VERIFY_TIMEOUT_S, VerifyOutcome, outcome_of
 
 #: Where the pyz goes inside a container (``/tmp`` is writable in every image).
@@ -32,20 +29,19 @@ IN_CONTAINER_PYZ = "/tmp/dcu-dra.pyz"
 NODE_COUNT = 2
 
 
-def unavailable_reason() -> str | None:
-    """Why the demo cannot use real nodes here, or None."""
-    return node_unavailable_reason()
-
-
 def _run_verify(
-    pyz: Path, container: RealContainer, *, as_json: bool
+    pyz: Path, container: RealContainer, *, as_json: bool, copy: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """Copy the pyz into the container and run verify there (its exit code and output)."""
+    """Run verify in the container; its exit code and output.
+
+    The pyz is copied in first, unless ``copy`` is False (it is there already).
+    """
     node = container.node
-    try:
-        node.copy_into(container.container_id, pyz, IN_CONTAINER_PYZ)
-    except RuntimeError as exc:
-        return subprocess.CompletedProcess([], 1, "", str(exc))
+    if copy:
+        try:
+            node.copy_into(container.container_id, pyz, IN_CONTAINER_PYZ)
+        except RuntimeError as exc:
+            return subprocess.CompletedProcess([], 1, "", str(exc))
     argv = ["python3", "-I", "-S", IN_CONTAINER_PYZ, "verify", *(["--json"] if as_json else [])]
     try:
         return node.exec_in(container.container_id, *argv, timeout_s=VERIFY_TIMEOUT_S)
@@ -60,7 +56,7 @@ def _verify_json(pyz: Path, container: RealContainer) -> VerifyOutcome:
 
 @dataclass(frozen=True, slots=True)
 class RealContainer:
-    """One container of an example pod that holds DCUs, on its real node."""
+    """One container of an example pod, on its real node."""
 
     label: str
     node: RealNode
@@ -78,7 +74,7 @@ class RealDemoNodes:
     def start(self) -> list[RealNode]:
         """Start both nodes, one after the other; returns them."""
         self.nodes.start()
-        return list(self.nodes.nodes)
+        return self.started
 
     @property
     def started(self) -> list[RealNode]:
@@ -115,7 +111,7 @@ class RealDemoNodes:
                     RealContainer(
                         label=label if len(statuses) == 1 else f"{label}/{status['name']}",
                         node=by_name[pod["spec"]["nodeName"]],
-                        container_id=str(status["containerID"]).split("://", 1)[1],
+                        container_id=runtime_container_id(status),
                     )
                 )
         return found
@@ -125,11 +121,14 @@ class RealDemoNodes:
     ) -> tuple[list[VerifyOutcome], str | None]:
         """Copy the pyz into each container and run ``verify --json`` there, four at a time.
 
-        Also ``text_of``'s plain-text report. Returns one outcome per container, in order.
+        Also ``text_of``'s plain-text report (one of ``containers``: its pyz is there by then).
+        Returns one outcome per container, in order.
         """
         with ThreadPoolExecutor(max_workers=4) as pool:
             outcomes = list(pool.map(lambda c: _verify_json(pyz, c), containers))
-            text = None if text_of is None else _run_verify(pyz, text_of, as_json=False).stdout
+        text = None
+        if text_of is not None:
+            text = _run_verify(pyz, text_of, as_json=False, copy=text_of not in containers).stdout
         return outcomes, text
 
     def leftover_files(self) -> list[Path]:

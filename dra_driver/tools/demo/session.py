@@ -108,7 +108,7 @@ class DemoSession:
                 self._apply(DEPLOY_DIR / name)
 
     def start_nodes(self) -> None:
-        """Per node: mock DCU node, fake kubelet, then the real plugin; wait for both slices."""
+        """Per node: mock DCU node, kubelet (real or fake), the real plugin; wait for the slices."""
         if self.real_nodes:
             self._start_real_nodes()
             return
@@ -133,13 +133,7 @@ class DemoSession:
         for node in self.nodes:
             with step(f"{node.name}: waiting for the plugin", log=node.plugin.log_file):
                 node.wait_ready()
-        with step("reading the ResourceSlices", log=self.log):
-            slices = self.plane.client.list(paths.resource_slices())["items"]
-        devices = sum(len(s["spec"].get("devices") or []) for s in slices)
-        say(
-            f"both plugins registered with their kubelets and published {devices} DCUs "
-            f"in {len(slices)} ResourceSlices"
-        )
+        self._say_published("kubelets")
 
     def _start_real_nodes(self) -> None:
         """Two real nodes, one after the other (:class:`RealDemoNodes`)."""
@@ -163,11 +157,15 @@ class DemoSession:
                 f"{shown(node.containerd.log_file)}, plugin {shown(node.plugin.log_file)}; "
                 f"Ready in {sum(node.timings.steps.values()):.1f} s"
             )
+        self._say_published("real kubelets")
+
+    def _say_published(self, kubelets: str) -> None:
+        """One line: how many DCUs the plugins published, in how many slices."""
         with step("reading the ResourceSlices", log=self.log):
             slices = self.plane.client.list(paths.resource_slices())["items"]
         devices = sum(len(s["spec"].get("devices") or []) for s in slices)
         say(
-            f"both plugins registered with their real kubelets and published {devices} DCUs "
+            f"both plugins registered with their {kubelets} and published {devices} DCUs "
             f"in {len(slices)} ResourceSlices"
         )
 

@@ -19,7 +19,12 @@ import pytest
 from dra_driver.cluster.kube import KubeClient, paths
 from dra_driver.testing.cluster import REPO_ROOT
 from dra_driver.testing.plugin_process import dcu_dra_command
-from dra_driver.testing.realnode.node import TEST_IMAGE, RealNode, unavailable_reason
+from dra_driver.testing.realnode.node import (
+    TEST_IMAGE,
+    RealNode,
+    runtime_container_id,
+    unavailable_reason,
+)
 from dra_driver.testing.waiting import wait_for
 
 PYZ = REPO_ROOT / "build" / "dist" / "dcu-dra.pyz"
@@ -228,7 +233,7 @@ def pod_claim(kube: KubeClient, pod: dict[str, Any], name: str) -> dict[str, Any
 def container_id(pod: dict[str, Any], container: str) -> str:
     for status in pod["status"]["containerStatuses"]:
         if status["name"] == container:
-            return str(status["containerID"].split("://", 1)[1])
+            return runtime_container_id(status)
     raise AssertionError(f"no status of container {container}: {pod['status']}")
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from dra_driver.cluster.kube import KubeClient, paths
 from dra_driver.testing.cluster import wait_for_pod_gone, wait_for_pod_running
-from dra_driver.testing.realnode.node import TEST_IMAGE, RealNode
+from dra_driver.testing.realnode.node import TEST_IMAGE, RealNode, runtime_container_id
 from dra_driver.testing.waiting import wait_for
 from tests.e2e.realnode.helpers import MARKS, PROBE, PYZ, VERIFY, container_log
 
@@ -112,7 +112,7 @@ def test_quarter_card_pod_verifies_in_a_real_container(
     assert "verify-exit=0" in log, log
 
     # 2. exec-like: run verify again in the running container through containerd.
-    container_id = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    container_id = runtime_container_id(pod["status"]["containerStatuses"][0])
     ctr = real_node.containerd
     done = ctr.ctr(
         "tasks",
