@@ -325,8 +325,23 @@ def decode_object(data: bytes, *, method: str, path: str) -> dict[str, Any]:
     """The JSON object of an answer's body (an empty body is ``{}``); raise ``KubeError``."""
     if not data:
         return {}
+    import orjson  # a C module, loaded once; not before the daemon's sockets exist
+
     try:
-        decoded = json.loads(data)
+        # orjson decodes an object in about half the time of ``json``.
+        decoded = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        # Whatever orjson refuses (nesting past 1024 levels, integers past 64 bits, lone
+        # surrogates), ``json`` decides, so answers decode or fail exactly as they always did.
+        decoded = _decode_with_json(data, method=method, path=path)
+    if not isinstance(decoded, dict):
+        raise KubeError(f"{method} {path}: answer is not a JSON object")
+    return decoded
+
+
+def _decode_with_json(data: bytes, *, method: str, path: str) -> Any:
+    try:
+        return json.loads(data)
     except ValueError as exc:
         raise KubeError(f"{method} {path}: answer is not JSON: {data[:200]!r}") from exc
     except RecursionError as exc:
@@ -335,9 +350,6 @@ def decode_object(data: bytes, *, method: str, path: str) -> dict[str, Any]:
         raise AnswerTooDeepError(
             f"{method} {path}: answer nests too deeply to decode ({len(data)} bytes)"
         ) from exc
-    if not isinstance(decoded, dict):
-        raise KubeError(f"{method} {path}: answer is not a JSON object")
-    return decoded
 
 
 def _describe(exc: BaseException) -> str:

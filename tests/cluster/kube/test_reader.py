@@ -460,3 +460,18 @@ def test_concurrent_reads_use_one_connection_each_and_all_get_their_answer(peer:
     assert failures == []
     assert results == [{"pad": "x" * 5000}] * (threads * reads)
     assert peer.connections <= threads
+
+
+def test_what_orjson_refuses_decodes_as_the_standard_library_decodes_it(peer: Peer) -> None:
+    """orjson stops at 64-bit integers; the API server's JSON has no such limit."""
+    body = b'{"big": 123456789012345678901234567890, "nan": NaN}'
+    peer.answers.append(
+        Answer(f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    )
+    reader = reader_for(peer)
+
+    obj = reader.get("/o")
+    reader.close()
+
+    assert obj["big"] == 123456789012345678901234567890
+    assert obj["nan"] != obj["nan"]  # NaN, as json.loads reads it
