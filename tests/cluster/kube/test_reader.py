@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -475,3 +477,35 @@ def test_what_orjson_refuses_decodes_as_the_standard_library_decodes_it(peer: Pe
 
     assert obj["big"] == 123456789012345678901234567890
     assert obj["nan"] != obj["nan"]  # NaN, as json.loads reads it
+
+
+def test_a_read_imports_neither_urllib3_nor_http_client() -> None:
+    """The point of the reader: none of urllib3's or http.client's layers on the claim read."""
+    code = """
+import socket, sys, threading
+from dra_driver.cluster.kube import KubeConfig, ObjectReader, TokenSource
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(1)
+def answer():
+    conn, _ = listener.accept()
+    with conn, conn.makefile("rb") as file:
+        while file.readline() not in (b"\\r\\n", b""):
+            pass
+        conn.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\n{}')
+threading.Thread(target=answer, daemon=True).start()
+host, port = listener.getsockname()
+reader = ObjectReader(
+    KubeConfig(server=f"http://{host}:{port}"), tokens=TokenSource(), tls_context=None,
+    connect_timeout_s=5, read_timeout_s=5, user_agent="t",
+)
+assert reader.get("/o") == {}
+reader.close()
+print(sorted(m for m in ("urllib3", "http.client", "email") if m in sys.modules))
+"""
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
+    )
+
+    assert result.stdout.strip() == "[]"
