@@ -7,7 +7,8 @@ daemon uses, and reported as a median:
 - round trip: NodePrepareResources (v1, one claim, as the kubelet sends it) to a child process
   whose handler returns an empty answer (``bench.empty_server``: the daemon's socket server
   and worker count, nothing else);
-- GET: one ResourceClaim, read with the daemon's API client class from the same API server;
+- GET: one ResourceClaim, read as the daemon reads it (the API client's kept-open
+  ``reader``) from the same API server;
 - write: ``fsutil.write_atomically`` of 1 KiB (a checkpoint of a few claims) on the disk that
   holds the daemon's data dir: temp file, fsync, rename, fsync of the directory.
 
@@ -128,7 +129,7 @@ class FloorProbe:
             stub.NodePrepareResources(request, timeout=10)
             samples.round_trip_ms.append(_ms_since(started))
             started = time.perf_counter()
-            self.node.kube.get(self._claim_path)
+            self.node.kube.reader.get(self._claim_path)
             samples.get_ms.append(_ms_since(started))
             started = time.perf_counter()
             write_atomically(self.target, data)

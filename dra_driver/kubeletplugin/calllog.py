@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextvars
 import itertools
 import logging
-import threading
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
@@ -49,8 +48,12 @@ class CallContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """
 
     def __init__(self) -> None:
+        # next() of an itertools.count is one C call under the GIL: atomic without a lock.
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
+        # The wrapped handler of each method, built at its first call: the registered
+        # handlers never change while serving, and building one per call (closures, a new
+        # RpcMethodHandler) was work on every call's path.
+        self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
 
     def intercept_service(
         self,
@@ -58,16 +61,27 @@ class CallContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         """Wrap unary-unary handlers; leave anything else alone."""
+        full_method = str(handler_call_details.method)
+        try:
+            return self._wrapped[full_method]
+        except KeyError:
+            pass
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method = str(handler_call_details.method).rsplit("/", 1)[-1]
+        if handler is None:
+            return None  # an unknown method: not cached, gRPC answers UNIMPLEMENTED
+        wrapped = handler if handler.unary_unary is None else self._wrap(full_method, handler)
+        # Two threads may build the same entry at once; either result is equivalent.
+        self._wrapped[full_method] = wrapped
+        return wrapped
+
+    def _wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The handler with the call context set around it."""
+        method = full_method.rsplit("/", 1)[-1]
         inner = handler.unary_unary
+        ids = self._ids
 
         def with_call_context(request: Any, context: grpc.ServicerContext) -> Any:
-            with self._lock:
-                call_id = next(self._ids)
-            token = _CALL.set(f"{call_id} {method}")
+            token = _CALL.set(f"{next(ids)} {method}")
             try:
                 log.debug("request: %s", request)
                 response = inner(request, context)

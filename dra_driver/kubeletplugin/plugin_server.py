@@ -125,10 +125,14 @@ def _b64(digest: bytes) -> str:
 
 
 def claim_getter(client: KubeClient) -> ClaimGetter:
-    """Read a ResourceClaim from the API server (``resource.k8s.io/v1``) with ``client``."""
+    """Read a ResourceClaim from the API server (``resource.k8s.io/v1``) with ``client``.
+
+    Through the client's kept-open ``reader``, not urllib3: this read is on every prepare.
+    """
+    reader = client.reader
 
     def get_claim(namespace: str, name: str) -> Mapping[str, Any]:
-        return client.get(paths.resource_claims(namespace, name))
+        return reader.get(paths.resource_claims(namespace, name))
 
     return get_claim
 

@@ -26,6 +26,7 @@ import pytest
 
 from dra_driver.cluster.kube.errors import NotFound, ServerError
 from dra_driver.errors import DriverError
+from dra_driver.kubeletplugin import calllog
 from dra_driver.kubeletplugin._pb import (
     dra_v1_pb2,
     dra_v1_pb2_grpc,
@@ -747,6 +748,34 @@ def test_interceptor_leaves_non_unary_handlers_alone() -> None:
 
     assert CallContextInterceptor().intercept_service(lambda _: handler, Details()) is handler
     assert CallContextInterceptor().intercept_service(lambda _: None, Details()) is None
+
+
+def test_interceptor_wraps_each_method_once_and_numbers_every_call() -> None:
+    """The wrapped handler is built at a method's first call, not again for every call."""
+    seen: list[str] = []
+    handler = grpc.unary_unary_rpc_method_handler(
+        lambda request, context: seen.append(calllog._CALL.get())
+    )
+    lookups: list[str] = []
+
+    class Details:
+        method = "/v1.DRAPlugin/NodePrepareResources"
+
+    def continuation(details: Any) -> grpc.RpcMethodHandler:
+        lookups.append(details.method)
+        return handler
+
+    interceptor = CallContextInterceptor()
+    first = interceptor.intercept_service(continuation, Details())
+    second = interceptor.intercept_service(continuation, Details())
+    assert first is not None
+    assert second is not None
+    first.unary_unary(None, None)
+    second.unary_unary(None, None)
+
+    assert second is first
+    assert lookups == ["/v1.DRAPlugin/NodePrepareResources"]
+    assert seen == ["1 NodePrepareResources", "2 NodePrepareResources"]
 
 
 def test_prepared_device_request_names_are_base_names(served: Served) -> None:

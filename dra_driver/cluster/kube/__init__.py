@@ -2,6 +2,8 @@
 
 - :mod:`.config`: kubeconfig and in-cluster settings, TLS context, rotating tokens.
 - :mod:`.client`: :class:`KubeClient` verbs and watch streams.
+- :mod:`.reader`: :class:`ObjectReader`, GETs of single objects over kept-open connections
+  without urllib3 (the daemon's claim reads).
 - :mod:`.errors`: the exception hierarchy (``NotFound``, ``Conflict``, ...).
 - :mod:`.paths`: REST paths of the resources we use.
 """
@@ -30,6 +32,7 @@ from dra_driver.cluster.kube.errors import (
     Unauthorized,
     is_unreachable,
 )
+from dra_driver.cluster.kube.reader import ObjectReader
 
 __all__ = [
     "AlreadyExists",
@@ -46,6 +49,7 @@ __all__ = [
     "KubeConfigError",
     "KubeError",
     "NotFound",
+    "ObjectReader",
     "PatchType",
     "ServerError",
     "TokenSource",

@@ -34,12 +34,12 @@ from dra_driver.cluster.kube.config import (
     token_source,
 )
 from dra_driver.cluster.kube.errors import (
-    AnswerTooDeepError,
     ApiError,
     ConnectionFailed,
     KubeError,
     api_error,
 )
+from dra_driver.cluster.kube.reader import ObjectReader, decode_object
 
 if TYPE_CHECKING:
     import urllib3
@@ -97,6 +97,15 @@ class KubeClient:
                 self._pool_kwargs["server_hostname"] = config.tls_server_name
         self._pool_lock = threading.Lock()
         self._made_pool: urllib3.PoolManager | None = None
+        self.reader = ObjectReader(
+            config,
+            tokens=self._tokens,
+            tls_context=self._pool_kwargs.get("ssl_context"),
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            user_agent=user_agent,
+        )
+        """GETs of single objects without urllib3, for the node daemon's per-call reads."""
         self._closed = threading.Event()
 
     @property
@@ -140,6 +149,7 @@ class KubeClient:
     def close(self) -> None:
         """Close pooled connections; open watch streams must be closed by their owners."""
         self._closed.set()
+        self.reader.close()
         if self._made_pool is not None:
             self._made_pool.clear()
 
@@ -284,22 +294,7 @@ class KubeClient:
             read_timeout_s=self.read_timeout_s,
             stream=False,
         )
-        data = response.data
-        if not data:
-            return {}
-        try:
-            decoded = json.loads(data)
-        except ValueError as exc:
-            raise KubeError(f"{method} {path}: answer is not JSON: {data[:200]!r}") from exc
-        except RecursionError as exc:
-            # The API server stores JSON nested deeper than Python's decoder goes (opaque
-            # claim parameters may nest ~5000 levels in 10 KiB).
-            raise AnswerTooDeepError(
-                f"{method} {path}: answer nests too deeply to decode ({len(data)} bytes)"
-            ) from exc
-        if not isinstance(decoded, dict):
-            raise KubeError(f"{method} {path}: answer is not a JSON object")
-        return decoded
+        return decode_object(response.data, method=method, path=path)
 
     def _send(
         self,
