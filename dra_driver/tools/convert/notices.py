@@ -8,7 +8,7 @@ them nor change the workload: warnings are returned, one line each, never silent
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from dra_driver import DRIVER_NAME
 from dra_driver.tools.convert.claims import WHOLE_CARD_CLASS
@@ -19,6 +19,7 @@ from dra_driver.tools.convert.names import (
     SELECTION_ANNOTATIONS,
 )
 from dra_driver.tools.convert.options import ConvertOptions
+from dra_driver.tools.convert.request import DcuRequest
 from dra_driver.tools.convert.selectors import card_types
 
 
@@ -53,7 +54,7 @@ def model_conflicts(
 def annotation_warnings(
     workload: Mapping[str, Any],
     annotations: Mapping[str, Any],
-    path: Sequence[str],
+    path: Sequence[str | int],
     subject: str,
 ) -> list[str]:
     """Warnings for HAMi annotations the conversion cannot carry over."""
@@ -81,6 +82,25 @@ def annotation_warnings(
                 "HAMi does not read it (it reads the pod template's); not converted"
             )
     return warnings
+
+
+#: Below this many MiB a dcumem is most likely GiB written as MiB: no DCU workload fits in it.
+SMALL_MEMORY_MIB: Final = 64
+
+
+def memory_unit_warning(request: DcuRequest, where: str) -> list[str]:
+    """A warning when ``dcumem`` is so small that it was most likely meant as GiB.
+
+    Volcano's vDCU guide writes ``dcumem: 2`` for 2 GiB, but HAMi (and so the conversion)
+    reads MiB; the value is converted as written, and the warning says how to get GiB.
+    """
+    memory = request.memory_mib
+    if memory is None or memory >= SMALL_MEMORY_MIB:
+        return []
+    return [
+        f"{where}: {request.names.memory} {memory} is {memory} MiB (HAMi reads MiB), converted "
+        f"as {memory}Mi; if {memory} GiB was meant, write {memory * 1024}"
+    ]
 
 
 def foreign_hygon_resources(container: Mapping[str, Any], where: str) -> list[str]:
