@@ -254,3 +254,12 @@ cni: ## Build the pinned CNI plugins bridge, host-local, loopback, portmap into 
 .PHONY: test-realnode
 test-realnode: $(VENV_STAMP) controlplane node-binaries images kubectl pyz ## Only the real-node tests (root): the e2e suite, the host guard, the demo on real nodes
 	$(BIN)/pytest -q tests/e2e/realnode tests/testing/realnode tests/e2e/test_demo_e2e.py -k 'not fake'
+
+# --- issue 22: Volcano and DCU shares -------------------------------------------------------
+# Where quarter-card pods land on 2 mock nodes x 4 DCUs (fake kubelets, the real plugin), as the
+# local control plane's kube-scheduler places them; README "With Volcano" shows the figures.
+# Not part of `make test` (tests/bench/test_placement.py runs a small case there).
+.PHONY: placement
+PODS ?= 16
+placement: $(VENV_STAMP) controlplane ## Measure how PODS (16) quarter-card pods land on 2 nodes x 4 DCUs (cards per node)
+	@$(PY) -m bench.placement --pods $(PODS) --json build/placement.json
