@@ -263,3 +263,14 @@ test-realnode: $(VENV_STAMP) controlplane node-binaries images kubectl pyz ## On
 PODS ?= 16
 placement: $(VENV_STAMP) controlplane ## Measure how PODS (16) quarter-card pods land on 2 nodes x 4 DCUs (cards per node)
 	@$(PY) -m bench.placement --pods $(PODS) --json build/placement.json
+
+# make volcano: Volcano's scheduler and controller manager on the local control plane with mock
+# DCU nodes (fake kubelets, the real plugin); one line per check with its time. The Go module
+# proxy refuses volcano.sh/volcano, so make cannot build Volcano: give binaries of a Volcano
+# built on Kubernetes 1.35+ libraries (VOLCANO_BIN: vc-scheduler, vc-controller-manager) and the
+# same version's config/crd/volcano/bases (VOLCANO_CRDS). README "With Volcano".
+.PHONY: volcano
+VOLCANO_BIN ?= build/bin/volcano
+VOLCANO_CRDS ?= build/volcano/crd
+volcano: $(VENV_STAMP) controlplane ## Volcano gang jobs on DCU shares through DRA (VOLCANO_BIN, VOLCANO_CRDS: see README)
+	@$(PY) -m tests.volcano.suite --volcano-bin $(VOLCANO_BIN) --volcano-crds $(VOLCANO_CRDS) --json build/volcano.json

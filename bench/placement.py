@@ -166,12 +166,24 @@ class Measurement:
 
 
 class PlacementNode:
-    """A fake-kubelet node on a mock node of four Z100s, with the real plugin."""
+    """A fake-kubelet node on a mock node of ``dcus`` Z100s, with the real plugin.
 
-    def __init__(self, plane: ControlPlane, base: Path, name: str, run_label: str) -> None:
+    The one kind of node the measurement (and ``make volcano``) uses: a real node would take
+    its place by offering the same three steps (``start``, ``wait_ready``, ``stop``).
+    """
+
+    def __init__(
+        self,
+        plane: ControlPlane,
+        base: Path,
+        name: str,
+        labels: Mapping[str, str],
+        *,
+        dcus: int = DCUS_PER_NODE,
+    ) -> None:
         self.name = name
         self.root = base / "root"
-        create_mock_node(self.root, mock_config(DCUS_PER_NODE))
+        create_mock_node(self.root, mock_config(dcus))
         self.inventory: Inventory = discover(self.root)
         self.kubelet = FakeKubelet(
             client=plane.client,
@@ -179,7 +191,7 @@ class PlacementNode:
             registry_dir=base / "registry",
             plugins_dir=base / "plugins",
             retry_interval_s=0.5,
-            node_labels={NODE_LABEL: run_label},
+            node_labels=dict(labels),
         )
         self.plugin = PluginProcess.for_kubelet(
             self.kubelet, base, root=self.root, kubeconfig=plane.kubeconfig
@@ -303,7 +315,7 @@ def measure(
         ensure_object(client, obj)
     run = unique_name("placement")
     nodes = [
-        PlacementNode(plane, work / f"n{index}", f"{run}-node-{index + 1}", run)
+        PlacementNode(plane, work / f"n{index}", f"{run}-node-{index + 1}", {NODE_LABEL: run})
         for index in range(NODES)
     ]
     create_namespace(client, run)
