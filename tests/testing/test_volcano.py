@@ -91,6 +91,8 @@ def test_scheduler_runs_with_the_dra_gates_and_its_config(tmp_path: Path) -> Non
         f"--kubeconfig={tmp_path / 'kubeconfig'}",
     ]
     assert "--leader-elect=false" in manager
+    # Not "*": the jobflow controllers would wait forever for CRDs the suite does not install.
+    assert "--controllers=job-controller,pg-controller,queue-controller,gc-controller" in manager
 
 
 def test_queue_and_paths() -> None:
