@@ -272,5 +272,8 @@ placement: $(VENV_STAMP) controlplane ## Measure how PODS (16) quarter-card pods
 .PHONY: volcano
 VOLCANO_BIN ?= build/bin/volcano
 VOLCANO_CRDS ?= build/volcano/crd
+# vc-scheduler -v (3 logs which action binds each task); its logs are kept in build/volcano-logs.
+VOLCANO_V ?= 2
 volcano: $(VENV_STAMP) controlplane ## Volcano gang jobs on DCU shares through DRA (VOLCANO_BIN, VOLCANO_CRDS: see README)
-	@$(PY) -m tests.volcano.suite --volcano-bin $(VOLCANO_BIN) --volcano-crds $(VOLCANO_CRDS) --json build/volcano.json
+	@$(PY) -m tests.volcano.suite --volcano-bin $(VOLCANO_BIN) --volcano-crds $(VOLCANO_CRDS) --json build/volcano.json \
+		--logs build/volcano-logs --scheduler-v $(VOLCANO_V)

@@ -114,8 +114,13 @@ class VolcanoInstall:
         return sorted(self.crd_dir.glob("*.yaml"))
 
 
-def scheduler_command(install: VolcanoInstall, kubeconfig: Path, conf: Path) -> list[str]:
-    """vc-scheduler for the local control plane: no leader election, no extra listeners."""
+def scheduler_command(
+    install: VolcanoInstall, kubeconfig: Path, conf: Path, verbosity: int = 2
+) -> list[str]:
+    """vc-scheduler for the local control plane: no leader election, no extra listeners.
+
+    ``verbosity`` 3 logs which action (allocate or backfill) binds each task.
+    """
     return [
         str(install.scheduler),
         f"--kubeconfig={kubeconfig}",
@@ -129,7 +134,7 @@ def scheduler_command(install: VolcanoInstall, kubeconfig: Path, conf: Path) -> 
         "--enable-healthz=false",
         "--listen-address=127.0.0.1:0",
         "--healthz-address=127.0.0.1:0",
-        "--v=2",
+        f"--v={verbosity}",
     ]
 
 
@@ -179,8 +184,16 @@ def podgroups_path(namespace: str, name: str | None = None) -> str:
 class Volcano:
     """Volcano's CRDs, the default queue, vc-scheduler and vc-controller-manager, running."""
 
-    def __init__(self, install: VolcanoInstall, client: KubeClient, kubeconfig: Path, work: Path):
+    def __init__(
+        self,
+        install: VolcanoInstall,
+        client: KubeClient,
+        kubeconfig: Path,
+        work: Path,
+        scheduler_verbosity: int = 2,
+    ):
         self.install = install
+        self.scheduler_verbosity = scheduler_verbosity
         self.client = client
         self.kubeconfig = kubeconfig
         self.work = work
@@ -202,7 +215,7 @@ class Volcano:
         )
         self._start(
             SCHEDULER_BINARY,
-            scheduler_command(self.install, self.kubeconfig, conf),
+            scheduler_command(self.install, self.kubeconfig, conf, self.scheduler_verbosity),
             self.scheduler_log,
         )
         return self

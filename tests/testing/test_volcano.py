@@ -132,3 +132,11 @@ def test_suite_without_volcano_says_what_to_set_and_exits_2(tmp_path: Path) -> N
         f"volcano: Volcano is not there: missing {tmp_path / 'bin'}/vc-scheduler"
     )
     assert done.stdout == ""
+
+
+def test_scheduler_verbosity_defaults_to_2_and_can_be_raised(tmp_path: Path) -> None:
+    install = VolcanoInstall.from_dirs(*fake_install(tmp_path))
+    assert "--v=2" in scheduler_command(install, tmp_path / "kubeconfig", tmp_path / "conf")
+    raised = scheduler_command(install, tmp_path / "kubeconfig", tmp_path / "conf", verbosity=3)
+    assert "--v=3" in raised
+    assert "--v=2" not in raised

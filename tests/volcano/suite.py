@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -412,11 +413,25 @@ def run_checks(suite: Suite, say: Callable[[str], None]) -> list[dict[str, Any]]
     return results
 
 
+def keep_logs(volcano: Volcano, into: Path) -> None:
+    """Copy Volcano's logs out of the run's temporary directory, which is removed at the end."""
+    into.mkdir(parents=True, exist_ok=True)
+    for log in (volcano.scheduler_log, volcano.controller_manager_log):
+        if log.exists():
+            shutil.copyfile(log, into / log.name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.volcano.suite", description=__doc__)
     parser.add_argument("--volcano-bin", type=Path, required=True)
     parser.add_argument("--volcano-crds", type=Path, required=True)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--logs", type=Path, help="copy vc-scheduler's and vc-controller-manager's logs here"
+    )
+    parser.add_argument(
+        "--scheduler-v", type=int, default=2, help="vc-scheduler's -v (3: backfill binds)"
+    )
     args = parser.parse_args(argv)
     try:
         install = VolcanoInstall.from_dirs(args.volcano_bin, args.volcano_crds)
@@ -433,7 +448,9 @@ def main(argv: list[str] | None = None) -> int:
             plane.start()
             for obj in load_yaml((REPO_ROOT / "deploy" / "deviceclass.yaml").read_text()):
                 ensure_object(plane.client, obj)
-            volcano = Volcano(install, plane.client, plane.kubeconfig, work / "volcano").start()
+            volcano = Volcano(
+                install, plane.client, plane.kubeconfig, work / "volcano", args.scheduler_v
+            ).start()
             print(f"control plane and Volcano up in {time.monotonic() - started:.1f} s")
             suite = Suite(plane, volcano, work, unique_name("vc"))
             results = run_checks(suite, print)
@@ -445,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
                 suite.stop_nodes()
             if volcano is not None:
                 volcano.stop()
+                if args.logs is not None:
+                    keep_logs(volcano, args.logs)
             plane.stop()
     total = time.monotonic() - started
     passed = sum(result["ok"] for result in results)
