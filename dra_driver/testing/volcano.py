@@ -17,6 +17,7 @@ gates (:data:`FEATURE_GATES`) and its configuration (:data:`SCHEDULER_CONF`: ``g
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -151,6 +152,26 @@ def controller_manager_command(install: VolcanoInstall, kubeconfig: Path) -> lis
         "--healthz-address=127.0.0.1:0",
         "--v=2",
     ]
+
+
+#: A quantity that asks for nothing: "0", "0.0", "0m", "0Gi".
+_ZERO_QUANTITY: Final = re.compile(r"0*\.?0*[A-Za-z]*")
+
+
+def best_effort(pod: dict[str, Any]) -> bool:
+    """Whether Volcano takes the pod for BestEffort: no container asks for any resource.
+
+    Volcano counts only requests (cpu, memory, extended resources) in a task's resources, not
+    ResourceClaims. Its gang plugin counts pending BestEffort tasks as ready, its allocate action
+    skips them and its backfill action binds them one by one as each fits: a job of such tasks
+    gets no gang. (Volcano api.NewTaskInfo, JobInfo.IsReady, allocate.go, backfill.go.)
+    """
+    spec = pod.get("spec") or {}
+    for container in [*spec.get("initContainers", []), *spec.get("containers", [])]:
+        requests = (container.get("resources") or {}).get("requests") or {}
+        if any(not _ZERO_QUANTITY.fullmatch(str(quantity)) for quantity in requests.values()):
+            return False
+    return True
 
 
 def queue(name: str, *, capability: dict[str, str] | None = None) -> dict[str, Any]:

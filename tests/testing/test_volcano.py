@@ -21,6 +21,7 @@ from dra_driver.testing.volcano import (
     SCHEDULER_CONF,
     VolcanoError,
     VolcanoInstall,
+    best_effort,
     controller_manager_command,
     jobs_path,
     podgroups_path,
@@ -140,3 +141,22 @@ def test_scheduler_verbosity_defaults_to_2_and_can_be_raised(tmp_path: Path) -> 
     raised = scheduler_command(install, tmp_path / "kubeconfig", tmp_path / "conf", verbosity=3)
     assert "--v=3" in raised
     assert "--v=2" not in raised
+
+
+def _pod(*requests: dict[str, str], init: dict[str, str] | None = None) -> dict[str, object]:
+    containers = [{"name": f"c{i}", "resources": {"requests": r}} for i, r in enumerate(requests)]
+    spec: dict[str, object] = {"containers": containers}
+    if init is not None:
+        spec["initContainers"] = [{"name": "init", "resources": {"requests": init}}]
+    return {"spec": spec}
+
+
+def test_a_pod_asking_only_for_claims_is_best_effort_to_volcano() -> None:
+    assert best_effort({"spec": {"containers": [{"name": "c", "resources": {"claims": []}}]}})
+    assert best_effort(_pod({}, {"cpu": "0", "memory": "0Gi"}, init={"cpu": "0m"}))
+
+
+def test_any_request_makes_a_pod_not_best_effort() -> None:
+    assert not best_effort(_pod({"cpu": "100m"}))
+    assert not best_effort(_pod({}, {"memory": "1Gi"}))
+    assert not best_effort(_pod({}, init={"cpu": "1"}))

@@ -54,6 +54,7 @@ from dra_driver.testing.volcano import (
     Volcano,
     VolcanoError,
     VolcanoInstall,
+    best_effort,
     jobs_path,
     podgroups_path,
     queue,
@@ -278,6 +279,17 @@ def gang_of_four(suite: Suite) -> str:
     return "4 tasks bound together on one card, 4 shares prepared, CU masks disjoint"
 
 
+def best_effort_cause(pods: list[dict[str, Any]]) -> str:
+    """Why Volcano bound part of a gang, when the cause is that its tasks are BestEffort."""
+    if not pods or not all(best_effort(pod) for pod in pods):
+        return ""
+    return (
+        "; cause: the tasks request no cpu/memory, so Volcano takes them for BestEffort: "
+        "its gang counts them ready while pending and its backfill action binds each that fits "
+        "(README, With Volcano)"
+    )
+
+
 def gang_waits(suite: Suite) -> str:
     client = suite.client
     with Namespace(suite) as ns:
@@ -293,9 +305,8 @@ def gang_waits(suite: Suite) -> str:
         )
         deadline = time.monotonic() + GANG_WAIT_S
         while time.monotonic() < deadline:
-            bound = [
-                p["metadata"]["name"] for p in pods_of(client, ns) if p["spec"].get("nodeName")
-            ]
+            pods = pods_of(client, ns)
+            bound = [p["metadata"]["name"] for p in pods if p["spec"].get("nodeName")]
             allocated = [
                 c["metadata"]["name"] for c in claims_of(client, ns) if allocation_results(c)
             ]
@@ -304,6 +315,7 @@ def gang_waits(suite: Suite) -> str:
                     f"while the gang waited: bound {bound}, allocated {allocated}, "
                     f"{prepared_claims(suite)} prepared, "
                     f"{prepare_calls(suite) - calls_before} prepare calls"
+                    f"{best_effort_cause(pods)}"
                 )
             time.sleep(0.5)
         [group] = client.list(podgroups_path(ns))["items"]
