@@ -133,6 +133,12 @@ VOLCANO_DRA_NOTE = (
     "(scheduler feature gate DynamicResourceAllocation=true, predicates argument "
     "predicate.DynamicResourceAllocationEnable: true; README, With Volcano)"
 )
+BEST_EFFORT_NOTE = (
+    "no container requests cpu or memory, so Volcano takes the pods for BestEffort and does "
+    "not hold them as a gang (its backfill binds each that fits, and part of the job holds DCU "
+    "shares while the rest waits): give each container a cpu or memory request (README, With "
+    "Volcano)"
+)
 
 
 def test_volcano_pod_keeps_its_scheduler_and_queue_and_is_told_to_turn_dra_on() -> None:
@@ -150,6 +156,7 @@ def test_volcano_pod_keeps_its_scheduler_and_queue_and_is_told_to_turn_dra_on() 
         "Pod volcano-demo/vdcu-demo, container dcu-app: hygon.com/dcumem 2 is 2 MiB (HAMi "
         "reads MiB), converted as 2Mi; if 2 GiB was meant, write 2048",
         f"Pod volcano-demo/vdcu-demo: {VOLCANO_DRA_NOTE}",
+        f"Pod volcano-demo/vdcu-demo: {BEST_EFFORT_NOTE}",
     ]
 
 
@@ -187,7 +194,38 @@ def test_volcano_job_is_converted_task_by_task() -> None:
         ]
         [ctr] = task["template"]["spec"]["containers"]
         assert ctr["resources"] == {"claims": [{"name": "trainer-dcu"}]}
-    assert result.warnings == [f"Job (batch.volcano.sh) volcano-demo/train: {VOLCANO_DRA_NOTE}"]
+    # The launcher asks for no DCU, so only the two DCU tasks are warned about as BestEffort.
+    assert result.warnings == [
+        f"Job (batch.volcano.sh) volcano-demo/train: {VOLCANO_DRA_NOTE}",
+        f"Job (batch.volcano.sh) volcano-demo/train, task master: {BEST_EFFORT_NOTE}",
+        f"Job (batch.volcano.sh) volcano-demo/train, task worker: {BEST_EFFORT_NOTE}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("resources", "warned"),
+    [
+        ({"requests": {"cpu": "500m"}}, False),
+        ({"limits": {"memory": "1Gi"}}, False),  # the API server copies a limit to the request
+        ({"requests": {"cpu": "0"}}, True),
+        ({"requests": {"ephemeral-storage": "1Gi"}}, True),  # Volcano counts cpu and memory
+        ({}, True),
+    ],
+)
+def test_volcano_pod_without_cpu_or_memory_request_is_warned_it_gets_no_gang(
+    resources: dict[str, Any], warned: bool
+) -> None:
+    """Volcano takes a pod without cpu/memory requests for BestEffort: its gang does not hold."""
+    limits = {**resources.get("limits", {}), "hygon.com/dcunum": 1}
+    pod = pod_with({**resources, "limits": limits})
+    pod["spec"]["schedulerName"] = "volcano"
+    result = convert_manifest(pod, ConvertOptions())
+    assert (f"Pod p: {BEST_EFFORT_NOTE}" in result.warnings) is warned
+
+
+def test_pod_for_another_scheduler_is_not_warned_about_best_effort() -> None:
+    result = convert_manifest(pod_with({"limits": {"hygon.com/dcunum": 1}}), ConvertOptions())
+    assert not any("BestEffort" in warning for warning in result.warnings)
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -208,7 +246,7 @@ def test_volcano_job_selection_annotations_on_the_job_itself_are_warned_about_on
     job = yaml.safe_load((DATA / "volcano-job.yaml").read_text())
     job["metadata"]["annotations"]["hygon.com/use-dcutype"] = "K100"
     result = convert_manifest(job, ConvertOptions(model="Z100"))
-    assert result.warnings == [
+    assert [w for w in result.warnings if BEST_EFFORT_NOTE not in w] == [
         "Job (batch.volcano.sh) volcano-demo/train: annotation hygon.com/use-dcutype is on the "
         "Job itself, where HAMi does not read it (it reads the pod template's); not converted",
         f"Job (batch.volcano.sh) volcano-demo/train: {VOLCANO_DRA_NOTE}",

@@ -137,8 +137,14 @@ def _template(
     }
 
 
+#: Each task's cpu request unless a check sets its own. A real job's pods request cpu; a task
+#: without any cpu/memory request is BestEffort to Volcano, which binds such tasks one by one
+#: outside the gang (README, With Volcano), as deploy/examples/volcano shows how to avoid.
+TASK_CPU = "100m"
+
+
 def task(
-    name: str, replicas: int, template: str, run: str, cpu: str | None = None
+    name: str, replicas: int, template: str, run: str, cpu: str | None = TASK_CPU
 ) -> dict[str, Any]:
     """A task of ``replicas`` pods, each with its own claim from ``template``."""
     container: dict[str, Any] = {

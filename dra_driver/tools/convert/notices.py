@@ -103,6 +103,40 @@ def memory_unit_warning(request: DcuRequest, where: str) -> list[str]:
     ]
 
 
+#: What Volcano counts in a task's resources: a task asking for none of them is BestEffort.
+_COUNTED_RESOURCES: Final = ("cpu", "memory")
+
+
+def best_effort_warning(pod: Mapping[str, Any], subject: str) -> list[str]:
+    """A warning when Volcano would take the converted pods for BestEffort.
+
+    Volcano builds a task's resources from its containers' requests only (claims do not count).
+    With no cpu or memory request, its allocate action skips the task and its backfill action
+    binds each pod that fits on its own, so a gang (``minAvailable``) no longer holds: part of a
+    job starts and holds DCU shares while the rest waits. A limit counts, since the API server
+    copies it to the request.
+    """
+    spec = pod.get("spec")
+    containers = spec.get("containers") if isinstance(spec, Mapping) else None
+    for container in containers if isinstance(containers, list) else []:
+        resources = container.get("resources") if isinstance(container, Mapping) else None
+        if not isinstance(resources, Mapping):
+            continue
+        for section in ("requests", "limits"):
+            amounts = resources.get(section)
+            if isinstance(amounts, Mapping) and any(
+                str(amounts.get(name, "0")).strip() not in {"0", "0m", ""}
+                for name in _COUNTED_RESOURCES
+            ):
+                return []
+    return [
+        f"{subject}: no container requests cpu or memory, so Volcano takes the pods for "
+        "BestEffort and does not hold them as a gang (its backfill binds each that fits, and "
+        "part of the job holds DCU shares while the rest waits): give each container a cpu or "
+        "memory request (README, With Volcano)"
+    ]
+
+
 def foreign_hygon_resources(container: Mapping[str, Any], where: str) -> list[str]:
     """Warnings for hygon.com resources that are not HAMi's (left as they are)."""
     resources = container.get("resources") or {}

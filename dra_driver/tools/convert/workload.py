@@ -29,6 +29,7 @@ from dra_driver.tools.convert.names import (
 )
 from dra_driver.tools.convert.notices import (
     annotation_warnings,
+    best_effort_warning,
     foreign_hygon_resources,
     memory_unit_warning,
     model_conflicts,
@@ -100,12 +101,16 @@ def convert_manifest(manifest: Mapping[str, Any], options: ConvertOptions) -> Co
     templates: list[dict[str, Any]] = []
     warnings: list[str] = []
     is_vcjob = key == VOLCANO_JOB
+    with_dcus: list[_PodTemplate] = []
     for pod_template in _pod_templates(workload, key, subject, name):
         # The workload's own annotations are checked with its template, a vcjob's once below.
         own_path = () if is_vcjob else pod_template.path
-        templates.extend(
-            _convert_pod_template(pod_template, workload, own_path, namespace, options, warnings)
+        converted = _convert_pod_template(
+            pod_template, workload, own_path, namespace, options, warnings
         )
+        if converted:
+            with_dcus.append(pod_template)
+        templates.extend(converted)
     if is_vcjob:
         warnings.extend(annotation_warnings(workload, {}, ("spec", "tasks"), subject))
     if not templates:
@@ -120,6 +125,8 @@ def convert_manifest(manifest: Mapping[str, Any], options: ConvertOptions) -> Co
             "DynamicResourceAllocation=true, predicates argument "
             "predicate.DynamicResourceAllocationEnable: true; README, With Volcano)"
         )
+        for pod_template in with_dcus:
+            warnings.extend(best_effort_warning(pod_template.pod, pod_template.subject))
     return Conversion(documents=[*templates, workload], warnings=warnings)
 
 
