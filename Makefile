@@ -254,3 +254,26 @@ cni: ## Build the pinned CNI plugins bridge, host-local, loopback, portmap into 
 .PHONY: test-realnode
 test-realnode: $(VENV_STAMP) controlplane node-binaries images kubectl pyz ## Only the real-node tests (root): the e2e suite, the host guard, the demo on real nodes
 	$(BIN)/pytest -q tests/e2e/realnode tests/testing/realnode tests/e2e/test_demo_e2e.py -k 'not fake'
+
+# --- issue 22: Volcano and DCU shares -------------------------------------------------------
+# Where quarter-card pods land on 2 mock nodes x 4 DCUs (fake kubelets, the real plugin), as the
+# local control plane's kube-scheduler places them; README "With Volcano" shows the figures.
+# Not part of `make test` (tests/bench/test_placement.py runs a small case there).
+.PHONY: placement
+PODS ?= 16
+placement: $(VENV_STAMP) controlplane ## Measure how PODS (16) quarter-card pods land on 2 nodes x 4 DCUs (cards per node)
+	@$(PY) -m bench.placement --pods $(PODS) --json build/placement.json
+
+# make volcano: Volcano's scheduler and controller manager on the local control plane with mock
+# DCU nodes (fake kubelets, the real plugin); one line per check with its time. The Go module
+# proxy refuses volcano.sh/volcano, so make cannot build Volcano: give binaries of a Volcano
+# built on Kubernetes 1.35+ libraries (VOLCANO_BIN: vc-scheduler, vc-controller-manager) and the
+# same version's config/crd/volcano/bases (VOLCANO_CRDS). README "With Volcano".
+.PHONY: volcano
+VOLCANO_BIN ?= build/bin/volcano
+VOLCANO_CRDS ?= build/volcano/crd
+# vc-scheduler -v (3 logs which action binds each task); its logs are kept in build/volcano-logs.
+VOLCANO_V ?= 2
+volcano: $(VENV_STAMP) controlplane ## Volcano gang jobs on DCU shares through DRA (VOLCANO_BIN, VOLCANO_CRDS: see README)
+	@$(PY) -m tests.volcano.suite --volcano-bin $(VOLCANO_BIN) --volcano-crds $(VOLCANO_CRDS) --json build/volcano.json \
+		--logs build/volcano-logs --scheduler-v $(VOLCANO_V)

@@ -22,6 +22,10 @@ from kubernetes_validate import utils as kubernetes_validate_utils
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_DIR = REPO_ROOT / "deploy"
 EXAMPLES_DIR = DEPLOY_DIR / "examples"
+#: Examples for Volcano: not applied by the demos (they need Volcano's CRDs and scheduler).
+VOLCANO_EXAMPLES_DIR = EXAMPLES_DIR / "volcano"
+#: Volcano's Job, a CRD the schemas do not know: validated through its tasks' pod templates.
+VOLCANO_JOB = ("batch.volcano.sh/v1alpha1", "Job")
 #: The Helm chart: Go templates, not plain manifests (tests/deploy/test_helm_chart.py renders it).
 HELM_DIR = DEPLOY_DIR / "helm"
 
@@ -69,6 +73,10 @@ class Document:
         return str(self.body["metadata"]["name"])
 
     @property
+    def is_volcano_job(self) -> bool:
+        return (self.body.get("apiVersion"), self.kind) == VOLCANO_JOB
+
+    @property
     def id(self) -> str:
         """``examples/shared-claim.yaml#1:ResourceClaim/shared-dcu``."""
         return f"{self.path.relative_to(DEPLOY_DIR)}#{self.index}:{self.kind}/{self.name}"
@@ -95,7 +103,29 @@ OBJECTS = [doc for doc in DOCUMENTS if not doc.path.is_relative_to(EXAMPLES_DIR)
 
 
 def of_kind(documents: list[Document], kind: str) -> list[Document]:
-    return [doc for doc in documents if doc.kind == kind]
+    return [doc for doc in documents if doc.kind == kind and not doc.is_volcano_job]
+
+
+def task_pods(job: Document) -> list[dict[str, Any]]:
+    """Each task's pod template of a Volcano Job, as the Pod its controller creates from it."""
+    namespace = job.body["metadata"]["namespace"]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"{job.name}-{task['name']}-0", "namespace": namespace},
+            "spec": task["template"]["spec"],
+        }
+        for task in job.body["spec"]["tasks"]
+    ]
+
+
+#: What the schemas check: every document, and a Volcano Job's task pods instead of the Job.
+SCHEMA_DOCUMENTS = [
+    (f"{doc.id}/{pod['metadata']['name']}", pod)
+    for doc in DOCUMENTS
+    for pod in (task_pods(doc) if doc.is_volcano_job else [doc.body])
+]
 
 
 def one(documents: list[Document], kind: str, name: str) -> dict[str, Any]:
@@ -123,6 +153,8 @@ def test_deploy_has_the_expected_files() -> None:
         "examples/quarter-card.yaml",
         "examples/shared-claim.yaml",
         "examples/whole-card.yaml",
+        "examples/volcano/vdcu-job.yaml",
+        "examples/volcano/vdcu-pod.yaml",
     }
 
 
@@ -134,11 +166,11 @@ def test_validator_has_schemas_of_each_supported_version(version: str) -> None:
 
 @pytest.mark.parametrize(
     ("document", "version"),
-    [(doc, version) for doc in DOCUMENTS for version in KUBERNETES_VERSIONS],
-    ids=[f"{doc.id}@{minor(version)}" for doc in DOCUMENTS for version in KUBERNETES_VERSIONS],
+    [(body, version) for _, body in SCHEMA_DOCUMENTS for version in KUBERNETES_VERSIONS],
+    ids=[f"{id_}@{minor(v)}" for id_, _ in SCHEMA_DOCUMENTS for v in KUBERNETES_VERSIONS],
 )
-def test_document_is_valid_in_strict_mode(document: Document, version: str) -> None:
-    validated_with = kubernetes_validate.validate(document.body, version, strict=True)
+def test_document_is_valid_in_strict_mode(document: dict[str, Any], version: str) -> None:
+    validated_with = kubernetes_validate.validate(document, version, strict=True)
     assert validated_with == minor(version)
 
 
@@ -279,7 +311,7 @@ def example_claim_specs() -> Iterator[tuple[str, Mapping[str, Any]]]:
 
 def test_examples_request_only_our_classes_and_capacity_keys() -> None:
     specs = list(example_claim_specs())
-    assert len(specs) == 4
+    assert len(specs) == 6
     for doc_id, spec in specs:
         requests = list(device_requests(spec))
         assert requests, doc_id
@@ -306,8 +338,8 @@ def test_extended_resource_example_uses_the_class_extended_resource() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    sorted(EXAMPLES_DIR.glob("*.yaml")),
-    ids=[path.name for path in sorted(EXAMPLES_DIR.glob("*.yaml"))],
+    sorted(EXAMPLES_DIR.rglob("*.yaml")),
+    ids=[str(path.relative_to(EXAMPLES_DIR)) for path in sorted(EXAMPLES_DIR.rglob("*.yaml"))],
 )
 def test_example_lives_in_its_own_namespace_with_its_claims(path: Path) -> None:
     documents = [doc for doc in EXAMPLES if doc.path == path]
@@ -319,18 +351,65 @@ def test_example_lives_in_its_own_namespace_with_its_claims(path: Path) -> None:
         if doc.kind != "Namespace":
             assert doc.body["metadata"]["namespace"] == namespace, doc.id
     names = {(doc.kind, doc.name) for doc in documents}
-    pods = [doc for doc in documents if doc.kind == "Pod"]
+    pods = [(doc.id, doc.body) for doc in documents if doc.kind == "Pod"]
+    pods += [(doc.id, pod) for doc in documents if doc.is_volcano_job for pod in task_pods(doc)]
     assert pods
-    for pod in pods:
-        for entry in pod.body["spec"].get("resourceClaims") or []:
+    for pod_id, pod in pods:
+        for entry in pod["spec"].get("resourceClaims") or []:
             if "resourceClaimName" in entry:
-                assert ("ResourceClaim", entry["resourceClaimName"]) in names, pod.id
+                assert ("ResourceClaim", entry["resourceClaimName"]) in names, pod_id
             else:
                 template = entry["resourceClaimTemplateName"]
-                assert ("ResourceClaimTemplate", template) in names, pod.id
+                assert ("ResourceClaimTemplate", template) in names, pod_id
 
 
 def test_examples_readme_describes_every_example() -> None:
-    readme = (EXAMPLES_DIR / "README.md").read_text()
-    for path in EXAMPLES_DIR.glob("*.yaml"):
-        assert f"`{path.name}`" in readme
+    for directory in (EXAMPLES_DIR, VOLCANO_EXAMPLES_DIR):
+        readme = (directory / "README.md").read_text()
+        for path in directory.glob("*.yaml"):
+            assert f"`{path.name}`" in readme, path
+
+
+# --- Volcano examples ---------------------------------------------------------------------
+
+VOLCANO_EXAMPLES = [doc for doc in EXAMPLES if doc.path.is_relative_to(VOLCANO_EXAMPLES_DIR)]
+
+
+def test_volcano_examples_are_scheduled_by_volcano() -> None:
+    pods = [doc.body for doc in VOLCANO_EXAMPLES if doc.kind == "Pod"]
+    jobs = [doc for doc in VOLCANO_EXAMPLES if doc.is_volcano_job]
+    assert len(pods) == 1
+    assert len(jobs) == 1
+    for pod in [*pods, *(pod for job in jobs for pod in task_pods(job))]:
+        assert pod["spec"].get("schedulerName", "volcano") == "volcano"
+        assert pod["spec"]["resourceClaims"], pod["metadata"]["name"]
+    for job in jobs:
+        assert job.body["spec"]["schedulerName"] == "volcano"
+
+
+def test_volcano_job_example_is_one_gang_of_quarter_cards() -> None:
+    """minAvailable equals the replicas: all four quarter-card tasks start together or none."""
+    [job] = [doc for doc in VOLCANO_EXAMPLES if doc.is_volcano_job]
+    spec = job.body["spec"]
+    assert spec["minAvailable"] == sum(task["replicas"] for task in spec["tasks"]) == 4
+    template = one(VOLCANO_EXAMPLES, "ResourceClaimTemplate", "quarter-dcu")
+    [request] = template["spec"]["spec"]["devices"]["requests"]
+    assert request["exactly"]["capacity"]["requests"] == {"cores": "15", "memory": "8188Mi"}
+
+
+def test_volcano_job_example_has_the_fields_volcano_requires() -> None:
+    """What Volcano's Job CRD requires of each task (no schema here: it is Volcano's)."""
+    for job in (doc for doc in VOLCANO_EXAMPLES if doc.is_volcano_job):
+        assert set(job.body) == {"apiVersion", "kind", "metadata", "spec"}
+        names = [task["name"] for task in job.body["spec"]["tasks"]]
+        assert len(set(names)) == len(names), job.id
+        for task in job.body["spec"]["tasks"]:
+            assert isinstance(task["replicas"], int), job.id
+            assert task["replicas"] >= 1, job.id
+            assert set(task) <= {"name", "replicas", "template", "minAvailable", "policies"}
+
+
+def test_demos_do_not_apply_the_volcano_examples() -> None:
+    """The demos apply deploy/examples/*.yaml (no subfolders): they run no Volcano."""
+    assert not list(EXAMPLES_DIR.glob("vdcu-*.yaml"))
+    assert all(doc.path.parent == VOLCANO_EXAMPLES_DIR for doc in VOLCANO_EXAMPLES)

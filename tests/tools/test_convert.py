@@ -126,6 +126,190 @@ def pod_with(resources: dict[str, Any], **metadata: Any) -> dict[str, Any]:
     }
 
 
+# --- Volcano ------------------------------------------------------------------------------
+
+VOLCANO_DRA_NOTE = (
+    "schedulerName volcano kept: Volcano allocates the claims only with its DRA support on "
+    "(scheduler feature gate DynamicResourceAllocation=true, predicates argument "
+    "predicate.DynamicResourceAllocationEnable: true; README, With Volcano)"
+)
+BEST_EFFORT_NOTE = (
+    "no container requests cpu or memory, so Volcano takes the pods for BestEffort and does "
+    "not hold them as a gang (its backfill binds each that fits, and part of the job holds DCU "
+    "shares while the rest waits): give each container a cpu or memory request (README, With "
+    "Volcano)"
+)
+
+
+def test_volcano_pod_keeps_its_scheduler_and_queue_and_is_told_to_turn_dra_on() -> None:
+    """Volcano's documented vDCU pod: schedulerName and Volcano's annotations survive."""
+    result = convert_file(DATA / "volcano-vdcu-pod.yaml", ConvertOptions(model="Z100"))
+    template, pod = result.documents
+    assert template["metadata"] == {"name": "vdcu-demo-dcu-app-dcu", "namespace": "volcano-demo"}
+    [request] = device_requests(template)
+    # 50 % of 60 CUs; dcumem 2 is 2 MiB as HAMi reads it (the warning says how to get GiB).
+    assert request["exactly"]["capacity"]["requests"] == {"cores": "30", "memory": "2Mi"}
+    assert pod["spec"]["schedulerName"] == "volcano"
+    assert pod["metadata"]["annotations"] == {"scheduling.volcano.sh/queue-name": "research"}
+    assert container(pod, "dcu-app")["resources"] == {"claims": [{"name": "dcu-app-dcu"}]}
+    assert result.warnings == [
+        "Pod volcano-demo/vdcu-demo, container dcu-app: hygon.com/dcumem 2 is 2 MiB (HAMi "
+        "reads MiB), converted as 2Mi; if 2 GiB was meant, write 2048",
+        f"Pod volcano-demo/vdcu-demo: {VOLCANO_DRA_NOTE}",
+        f"Pod volcano-demo/vdcu-demo: {BEST_EFFORT_NOTE}",
+    ]
+
+
+def test_volcano_job_is_converted_task_by_task() -> None:
+    source = yaml.safe_load((DATA / "volcano-job.yaml").read_text())
+    result = convert_file(DATA / "volcano-job.yaml", ConvertOptions(model="Z100"))
+    master, worker, job = result.documents
+    assert [master["metadata"]["name"], worker["metadata"]["name"]] == [
+        "train-master-trainer-dcu",
+        "train-worker-trainer-dcu",
+    ]
+    assert device_requests(master) == [
+        {"name": "dcu", "exactly": {"deviceClassName": "dcu.hygon.com", "count": 1}}
+    ]
+    [request] = device_requests(worker)
+    assert request["exactly"]["capacity"]["requests"] == {"cores": "15", "memory": "8188Mi"}
+    assert len(expressions(request)) == 2  # the use-dcutype annotation and --model
+    launcher, master_task, worker_task = job["spec"]["tasks"]
+    # The task without DCUs, the gang size, the queue and Volcano's annotations are untouched.
+    assert launcher == source["spec"]["tasks"][0]
+    for key in ("schedulerName", "queue", "minAvailable", "plugins", "policies"):
+        assert job["spec"][key] == source["spec"][key]
+    assert job["metadata"]["annotations"] == {"volcano.sh/preemptable": "false"}
+    # The selection annotation moved into the claim; Volcano's stays on the pod template.
+    assert worker_task["template"]["metadata"] == {
+        "annotations": {"volcano.sh/preemptable": "true"}
+    }
+    assert [task["replicas"] for task in job["spec"]["tasks"]] == [1, 1, 4]
+    for task in (master_task, worker_task):
+        assert task["template"]["spec"]["resourceClaims"] == [
+            {
+                "name": "trainer-dcu",
+                "resourceClaimTemplateName": f"train-{task['name']}-trainer-dcu",
+            }
+        ]
+        [ctr] = task["template"]["spec"]["containers"]
+        assert ctr["resources"] == {"claims": [{"name": "trainer-dcu"}]}
+    # The launcher asks for no DCU, so only the two DCU tasks are warned about as BestEffort.
+    assert result.warnings == [
+        f"Job (batch.volcano.sh) volcano-demo/train: {VOLCANO_DRA_NOTE}",
+        f"Job (batch.volcano.sh) volcano-demo/train, task master: {BEST_EFFORT_NOTE}",
+        f"Job (batch.volcano.sh) volcano-demo/train, task worker: {BEST_EFFORT_NOTE}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("resources", "warned"),
+    [
+        ({"requests": {"cpu": "500m"}}, False),
+        ({"limits": {"memory": "1Gi"}}, False),  # the API server copies a limit to the request
+        ({"requests": {"cpu": "0"}}, True),
+        ({"requests": {"ephemeral-storage": "1Gi"}}, True),  # Volcano counts cpu and memory
+        ({}, True),
+    ],
+)
+def test_volcano_pod_without_cpu_or_memory_request_is_warned_it_gets_no_gang(
+    resources: dict[str, Any], warned: bool
+) -> None:
+    """Volcano takes a pod without cpu/memory requests for BestEffort: its gang does not hold."""
+    limits = {**resources.get("limits", {}), "hygon.com/dcunum": 1}
+    pod = pod_with({**resources, "limits": limits})
+    pod["spec"]["schedulerName"] = "volcano"
+    result = convert_manifest(pod, ConvertOptions())
+    assert (f"Pod p: {BEST_EFFORT_NOTE}" in result.warnings) is warned
+
+
+def test_pod_for_another_scheduler_is_not_warned_about_best_effort() -> None:
+    result = convert_manifest(pod_with({"limits": {"hygon.com/dcunum": 1}}), ConvertOptions())
+    assert not any("BestEffort" in warning for warning in result.warnings)
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_volcano_job_output_is_valid_kubernetes_in_each_task(version: str) -> None:
+    """The vcjob is a CRD: its claim templates and each task's pod template are validated."""
+    result = convert_file(DATA / "volcano-job.yaml", ConvertOptions(model="Z100"))
+    *templates, job = result.documents
+    pods = [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": task["name"]}, **task["template"]}
+        for task in job["spec"]["tasks"]
+    ]
+    for document in [*templates, *pods]:
+        validated_with = kubernetes_validate.validate(document, version, strict=True)
+        assert validated_with == ".".join(version.split(".")[:2])
+
+
+def test_volcano_job_selection_annotations_on_the_job_itself_are_warned_about_once() -> None:
+    job = yaml.safe_load((DATA / "volcano-job.yaml").read_text())
+    job["metadata"]["annotations"]["hygon.com/use-dcutype"] = "K100"
+    result = convert_manifest(job, ConvertOptions(model="Z100"))
+    assert [w for w in result.warnings if BEST_EFFORT_NOTE not in w] == [
+        "Job (batch.volcano.sh) volcano-demo/train: annotation hygon.com/use-dcutype is on the "
+        "Job itself, where HAMi does not read it (it reads the pod template's); not converted",
+        f"Job (batch.volcano.sh) volcano-demo/train: {VOLCANO_DRA_NOTE}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("tasks", "message"),
+    [
+        (None, r"^Job \(batch.volcano.sh\) j has no spec.tasks: a Volcano Job needs at least"),
+        ([], r"^Job \(batch.volcano.sh\) j has no spec.tasks"),
+        (
+            [{"template": {"spec": {}}}],
+            r"^Job \(batch.volcano.sh\) j: spec.tasks\[0\] has no valid name \(None\)",
+        ),
+        ([{"name": "w"}], r"^Job \(batch.volcano.sh\) j, task w has no pod template at template$"),
+        (
+            [{"name": "w", "template": {"spec": {"containers": [{"name": "c"}]}}}],
+            r"^Job \(batch.volcano.sh\) j: no container asks for hygon.com/dcunum",
+        ),
+    ],
+    ids=["no-tasks", "empty-tasks", "unnamed-task", "no-template", "no-dcu"],
+)
+def test_bad_volcano_job_gets_one_clear_error(tasks: Any, message: str) -> None:
+    job: dict[str, Any] = {
+        "apiVersion": "batch.volcano.sh/v1alpha1",
+        "kind": "Job",
+        "metadata": {"name": "j"},
+        "spec": {"tasks": tasks, "minAvailable": 1},
+    }
+    with pytest.raises(ConvertError, match=message):
+        convert_manifest(job, ConvertOptions())
+
+
+def test_volcano_job_in_a_bundle_is_converted_not_rejected() -> None:
+    text = (
+        (DATA / "volcano-job.yaml").read_text()
+        + "\n---\n"
+        + (DATA / "volcano-vdcu-pod.yaml").read_text()
+    )
+    result = convert_text(text, ConvertOptions(model="Z100"))
+    assert [d["kind"] for d in result.documents] == [
+        "ResourceClaimTemplate",
+        "ResourceClaimTemplate",
+        "Job",
+        "ResourceClaimTemplate",
+        "Pod",
+    ]
+
+
+def test_small_dcumem_is_converted_as_mib_with_a_warning() -> None:
+    pod = pod_with(
+        {"limits": {"hygon.com/dcunum": 1, "hygon.com/dcumem": 63, "hygon.com/dcucores": 25}}
+    )
+    result = convert_manifest(pod, ConvertOptions(model="Z100"))
+    assert result.warnings == [
+        "Pod p, container c: hygon.com/dcumem 63 is 63 MiB (HAMi reads MiB), converted as 63Mi; "
+        "if 63 GiB was meant, write 64512"
+    ]
+    pod["spec"]["containers"][0]["resources"]["limits"]["hygon.com/dcumem"] = 64
+    assert convert_manifest(pod, ConvertOptions(model="Z100")).warnings == []
+
+
 # --- the example manifests ----------------------------------------------------------------
 
 
@@ -561,7 +745,8 @@ CTR = r"^Pod {name}, container ctr: "
             "unsupported-kind",
             r"^ReplicationController \(v1\) legacy is not a supported kind: convert one of Pod "
             r"\(v1\), Deployment \(apps/v1\), StatefulSet \(apps/v1\), DaemonSet \(apps/v1\), "
-            r"ReplicaSet \(apps/v1\), Job \(batch/v1\), CronJob \(batch/v1\)$",
+            r"ReplicaSet \(apps/v1\), Job \(batch/v1\), CronJob \(batch/v1\), "
+            r"Job \(batch.volcano.sh/v1alpha1\)$",
         ),
         (
             "no-dcu",

@@ -41,6 +41,12 @@ the later ``hcu`` names. Each container that asks becomes one ResourceClaimTempl
   the ``uuid`` attribute. A use and a no-use annotation both apply, as in current HAMi.
 - Things without an equivalent (HAMi's scheduler policies, other ``hami.io/`` annotations,
   ``schedulerName: hami-scheduler``) come back as warnings, never silently dropped.
+- Volcano: ``schedulerName: volcano`` and Volcano's annotations are kept (Volcano allocates DRA
+  claims itself once its DRA support is on, which a warning says); a Volcano Job
+  (``batch.volcano.sh/v1alpha1``) is converted task by task, its templates named
+  ``<job>-<task>-<container>-dcu``, and a task without DCUs is left as it is. A ``dcumem``
+  below 64 is converted as MiB, as HAMi reads it, with a warning (Volcano's vDCU guide writes
+  ``dcumem: 2`` for 2 GiB).
 
 One module per step, each depending only on those above it:
 

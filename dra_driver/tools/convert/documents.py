@@ -17,7 +17,7 @@ from dra_driver.errors import ConvertError
 from dra_driver.tools.convert.names import DCU_NAMES, HAMI_RESOURCES, HCU_NAMES
 from dra_driver.tools.convert.options import ConvertOptions
 from dra_driver.tools.convert.workload import (
-    POD_TEMPLATE_PATHS,
+    WORKLOAD_KINDS,
     Conversion,
     convert_manifest,
     kind_key,
@@ -41,7 +41,7 @@ def convert_documents(documents: Iterable[Any], options: ConvertOptions) -> Conv
             raise ConvertError(
                 f"document {number} is not a Kubernetes object (a mapping with apiVersion and kind)"
             )
-        is_workload = kind_key(document) in POD_TEMPLATE_PATHS
+        is_workload = kind_key(document) in WORKLOAD_KINDS
         if not _mentions_hami_resources(document):
             output.append(document)
             continue

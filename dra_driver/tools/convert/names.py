@@ -12,6 +12,8 @@ from typing import Final
 
 #: HAMi's own scheduler; a pod left on it would wait for HAMi after the migration.
 HAMI_SCHEDULER_NAMES: Final = frozenset({"hami-scheduler"})
+#: Volcano's scheduler: kept, since it allocates DRA claims itself once its DRA support is on.
+VOLCANO_SCHEDULER_NAME: Final = "volcano"
 #: HAMi's per-pod scheduling policies (binpack, spread, topology-aware, mutex, numa).
 HAMI_POLICY_ANNOTATIONS: Final = frozenset(
     {"hami.io/node-scheduler-policy", "hami.io/gpu-scheduler-policy"}

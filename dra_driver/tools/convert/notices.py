@@ -8,7 +8,7 @@ them nor change the workload: warnings are returned, one line each, never silent
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from dra_driver import DRIVER_NAME
 from dra_driver.tools.convert.claims import WHOLE_CARD_CLASS
@@ -19,6 +19,7 @@ from dra_driver.tools.convert.names import (
     SELECTION_ANNOTATIONS,
 )
 from dra_driver.tools.convert.options import ConvertOptions
+from dra_driver.tools.convert.request import DcuRequest
 from dra_driver.tools.convert.selectors import card_types
 
 
@@ -53,7 +54,7 @@ def model_conflicts(
 def annotation_warnings(
     workload: Mapping[str, Any],
     annotations: Mapping[str, Any],
-    path: Sequence[str],
+    path: Sequence[str | int],
     subject: str,
 ) -> list[str]:
     """Warnings for HAMi annotations the conversion cannot carry over."""
@@ -81,6 +82,59 @@ def annotation_warnings(
                 "HAMi does not read it (it reads the pod template's); not converted"
             )
     return warnings
+
+
+#: Below this many MiB a dcumem is most likely GiB written as MiB: no DCU workload fits in it.
+SMALL_MEMORY_MIB: Final = 64
+
+
+def memory_unit_warning(request: DcuRequest, where: str) -> list[str]:
+    """A warning when ``dcumem`` is so small that it was most likely meant as GiB.
+
+    Volcano's vDCU guide writes ``dcumem: 2`` for 2 GiB, but HAMi (and so the conversion)
+    reads MiB; the value is converted as written, and the warning says how to get GiB.
+    """
+    memory = request.memory_mib
+    if memory is None or memory >= SMALL_MEMORY_MIB:
+        return []
+    return [
+        f"{where}: {request.names.memory} {memory} is {memory} MiB (HAMi reads MiB), converted "
+        f"as {memory}Mi; if {memory} GiB was meant, write {memory * 1024}"
+    ]
+
+
+#: What Volcano counts in a task's resources: a task asking for none of them is BestEffort.
+_COUNTED_RESOURCES: Final = ("cpu", "memory")
+
+
+def best_effort_warning(pod: Mapping[str, Any], subject: str) -> list[str]:
+    """A warning when Volcano would take the converted pods for BestEffort.
+
+    Volcano builds a task's resources from its containers' requests only (claims do not count).
+    With no cpu or memory request, its allocate action skips the task and its backfill action
+    binds each pod that fits on its own, so a gang (``minAvailable``) no longer holds: part of a
+    job starts and holds DCU shares while the rest waits. A limit counts, since the API server
+    copies it to the request.
+    """
+    spec = pod.get("spec")
+    containers = spec.get("containers") if isinstance(spec, Mapping) else None
+    for container in containers if isinstance(containers, list) else []:
+        resources = container.get("resources") if isinstance(container, Mapping) else None
+        if not isinstance(resources, Mapping):
+            continue
+        for section in ("requests", "limits"):
+            amounts = resources.get(section)
+            if isinstance(amounts, Mapping) and any(
+                str(amounts.get(name, "0")).strip() not in {"0", "0m", ""}
+                for name in _COUNTED_RESOURCES
+            ):
+                return []
+    return [
+        f"{subject}: no container requests cpu or memory, so Volcano takes the pods for "
+        "BestEffort and does not hold them as a gang (its backfill binds each that fits, and "
+        "part of the job holds DCU shares while the rest waits): give each container a cpu or "
+        "memory request (README, With Volcano)"
+    ]
 
 
 def foreign_hygon_resources(container: Mapping[str, Any], where: str) -> list[str]:

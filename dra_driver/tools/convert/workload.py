@@ -2,7 +2,8 @@
 
 Owns finding the pod template of each supported kind, the namespace, naming templates and pod
 claims, and rewriting a copy of the workload: HAMi resources out, claims in, consumed
-annotations and ``schedulerName: hami-scheduler`` removed. Delegates reading requests,
+annotations and ``schedulerName: hami-scheduler`` removed (``volcano`` and Volcano's annotations
+are kept; a Volcano Job is converted task by task). Delegates reading requests,
 selectors, claim specs and warnings to their modules. Must not parse YAML or look at other
 documents; the input is never modified.
 """
@@ -23,11 +24,14 @@ from dra_driver.tools.convert.names import (
     NOUSE_UUID,
     SELECTION_ANNOTATIONS,
     USE_UUID,
+    VOLCANO_SCHEDULER_NAME,
     ResourceNames,
 )
 from dra_driver.tools.convert.notices import (
     annotation_warnings,
+    best_effort_warning,
     foreign_hygon_resources,
+    memory_unit_warning,
     model_conflicts,
 )
 from dra_driver.tools.convert.options import DNS_LABEL, ConvertOptions
@@ -46,6 +50,12 @@ POD_TEMPLATE_PATHS: Final[Mapping[tuple[str, str], tuple[str, ...]]] = {
 }
 
 
+#: A Volcano Job (vcjob) keeps one pod template per task, at ``spec.tasks[i].template``.
+VOLCANO_JOB: Final = ("batch.volcano.sh/v1alpha1", "Job")
+#: Every kind that is converted: the kinds with one pod template and the vcjob.
+WORKLOAD_KINDS: Final = frozenset({*POD_TEMPLATE_PATHS, VOLCANO_JOB})
+
+
 @dataclass(frozen=True, slots=True)
 class Conversion:
     """The documents to apply, in order, and what could not be carried over (one line each)."""
@@ -54,19 +64,31 @@ class Conversion:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _PodTemplate:
+    """One pod template of a workload, where it lives, and how its objects are named."""
+
+    pod: dict[str, Any]
+    path: tuple[str | int, ...]
+    subject: str
+    """``Pod p``, ``Job ns/j`` or, for a vcjob task, ``Job (batch.volcano.sh) ns/j, task t``."""
+    prefix: str
+    """What template names start with: ``<workload>`` or ``<vcjob>-<task>``."""
+
+
 def convert_manifest(manifest: Mapping[str, Any], options: ConvertOptions) -> Conversion:
     """Convert one workload: its claim templates (one per DCU container), then the workload.
 
     Deterministic and free of side effects; ``manifest`` is never modified. Raises
     ConvertError for an unsupported kind, a workload without HAMi DCU resources and any value
-    that cannot be converted as it is.
+    that cannot be converted as it is. A vcjob's tasks are converted one by one (a task
+    without DCUs is left as it is); its scheduler and Volcano's annotations are kept.
     """
     key = kind_key(manifest)
-    path = POD_TEMPLATE_PATHS.get(key)
-    if path is None:
+    if key not in WORKLOAD_KINDS:
         raise ConvertError(unsupported_kind(manifest))
     workload: dict[str, Any] = copy.deepcopy(dict(manifest))
-    kind = key[1]
+    kind = key[1] if key != VOLCANO_JOB else "Job (batch.volcano.sh)"
     metadata = _mapping_at(workload, ("metadata",), f"{kind} without metadata", create=True)
     name = metadata.get("name")
     if not isinstance(name, str) or not name:
@@ -76,12 +98,87 @@ def convert_manifest(manifest: Mapping[str, Any], options: ConvertOptions) -> Co
         )
     namespace = _resolve_namespace(metadata, options, f"{kind} {name}")
     subject = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
-    pod = _mapping_at(workload, path, f"{subject} has no pod template at {'.'.join(path)}")
+    templates: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    is_vcjob = key == VOLCANO_JOB
+    with_dcus: list[_PodTemplate] = []
+    for pod_template in _pod_templates(workload, key, subject, name):
+        # The workload's own annotations are checked with its template, a vcjob's once below.
+        own_path = () if is_vcjob else pod_template.path
+        converted = _convert_pod_template(
+            pod_template, workload, own_path, namespace, options, warnings
+        )
+        if converted:
+            with_dcus.append(pod_template)
+        templates.extend(converted)
+    if is_vcjob:
+        warnings.extend(annotation_warnings(workload, {}, ("spec", "tasks"), subject))
+    if not templates:
+        raise ConvertError(
+            f"{subject}: no container asks for {DCU_NAMES.count} (or {HCU_NAMES.count}): "
+            "nothing to convert"
+        )
+    if is_vcjob or _uses_volcano(workload, key):
+        warnings.append(
+            f"{subject}: schedulerName {VOLCANO_SCHEDULER_NAME} kept: Volcano allocates the "
+            "claims only with its DRA support on (scheduler feature gate "
+            "DynamicResourceAllocation=true, predicates argument "
+            "predicate.DynamicResourceAllocationEnable: true; README, With Volcano)"
+        )
+        for pod_template in with_dcus:
+            warnings.extend(best_effort_warning(pod_template.pod, pod_template.subject))
+    return Conversion(documents=[*templates, workload], warnings=warnings)
+
+
+def _pod_templates(
+    workload: dict[str, Any], key: tuple[str, str], subject: str, name: str
+) -> list[_PodTemplate]:
+    """The pod templates of ``workload``: one, or one per task of a vcjob."""
+    if key != VOLCANO_JOB:
+        path = POD_TEMPLATE_PATHS[key]
+        pod = _mapping_at(workload, path, f"{subject} has no pod template at {'.'.join(path)}")
+        return [_PodTemplate(pod=pod, path=path, subject=subject, prefix=name)]
+    tasks = (workload.get("spec") or {}).get("tasks")
+    if not isinstance(tasks, list) or not tasks:
+        raise ConvertError(f"{subject} has no spec.tasks: a Volcano Job needs at least one task")
+    found = []
+    for number, task in enumerate(tasks):
+        task_name = task.get("name") if isinstance(task, dict) else None
+        if not isinstance(task_name, str) or not DNS_LABEL.match(task_name):
+            raise ConvertError(
+                f"{subject}: spec.tasks[{number}] has no valid name ({task_name!r}): its "
+                "ResourceClaimTemplates are named after it, so name each task (a DNS label)"
+            )
+        where = f"{subject}, task {task_name}"
+        pod = _mapping_at(task, ("template",), f"{where} has no pod template at template")
+        found.append(
+            _PodTemplate(
+                pod=pod,
+                path=("spec", "tasks", number, "template"),
+                subject=where,
+                prefix=f"{name}-{task_name}",
+            )
+        )
+    return found
+
+
+def _convert_pod_template(
+    template: _PodTemplate,
+    workload: Mapping[str, Any],
+    own_path: Sequence[str | int],
+    namespace: str | None,
+    options: ConvertOptions,
+    warnings: list[str],
+) -> list[dict[str, Any]]:
+    """Rewrite one pod template in place; its claim templates (none when it asks for no DCU).
+
+    Appends what cannot be carried over to ``warnings``.
+    """
+    pod, subject = template.pod, template.subject
     pod_spec = _mapping_at(pod, ("spec",), f"{subject} has no pod spec")
     raw_pod_metadata = pod.get("metadata")
     pod_metadata: dict[str, Any] = raw_pod_metadata if isinstance(raw_pod_metadata, dict) else {}
     annotations: dict[str, Any] = pod_metadata.get("annotations") or {}
-    warnings: list[str] = []
 
     asks: list[tuple[dict[str, Any], DcuRequest]] = []
     for list_name in ("containers", "initContainers"):
@@ -91,11 +188,9 @@ def convert_manifest(manifest: Mapping[str, Any], options: ConvertOptions) -> Co
             request = read_request(container, where=where)
             if request is not None:
                 asks.append((container, request))
+                warnings.extend(memory_unit_warning(request, where))
     if not asks:
-        raise ConvertError(
-            f"{subject}: no container asks for {DCU_NAMES.count} (or {HCU_NAMES.count}): "
-            "nothing to convert"
-        )
+        return []
 
     selectors = annotation_selectors(annotations, where=subject)
     if annotations.keys() & {USE_UUID, NOUSE_UUID}:
@@ -107,13 +202,13 @@ def convert_manifest(manifest: Mapping[str, Any], options: ConvertOptions) -> Co
     has_shares = any(not request.is_whole_card for _, request in asks)
     if has_shares:
         warnings.extend(model_conflicts(annotations, options, subject))
-    warnings.extend(annotation_warnings(workload, annotations, path, subject))
+    warnings.extend(annotation_warnings(workload, annotations, own_path, subject))
 
     claim_names = {entry.get("name") for entry in pod_spec.get("resourceClaims") or []}
     templates: list[dict[str, Any]] = []
     for index, (container, request) in enumerate(asks):
         where = f"{subject}, container {request.container}"
-        template_name = f"{name}-{request.container}-dcu"
+        template_name = f"{template.prefix}-{request.container}-dcu"
         if len(template_name) > 253:
             raise ConvertError(
                 f"{where}: the ResourceClaimTemplate name {template_name[:40]}... would be "
@@ -148,7 +243,7 @@ def convert_manifest(manifest: Mapping[str, Any], options: ConvertOptions) -> Co
         del annotations[key_name]
     if not annotations and "annotations" in pod_metadata:
         del pod_metadata["annotations"]
-        if not pod_metadata and path:
+        if not pod_metadata and template.path:
             del pod["metadata"]
     if pod_spec.get("schedulerName") in HAMI_SCHEDULER_NAMES:
         warnings.append(
@@ -156,7 +251,16 @@ def convert_manifest(manifest: Mapping[str, Any], options: ConvertOptions) -> Co
             "allocated by the default kube-scheduler"
         )
         del pod_spec["schedulerName"]
-    return Conversion(documents=[*templates, workload], warnings=warnings)
+    return templates
+
+
+def _uses_volcano(workload: Mapping[str, Any], key: tuple[str, str]) -> bool:
+    """Whether a workload of one pod template asks for Volcano's scheduler."""
+    pod: Any = workload
+    for part in POD_TEMPLATE_PATHS[key]:
+        pod = pod.get(part) if isinstance(pod, dict) else None
+    spec = pod.get("spec") if isinstance(pod, dict) else None
+    return isinstance(spec, dict) and spec.get("schedulerName") == VOLCANO_SCHEDULER_NAME
 
 
 def kind_key(manifest: Mapping[str, Any]) -> tuple[str, str]:
@@ -171,12 +275,12 @@ def unsupported_kind(manifest: Mapping[str, Any]) -> str:
     subject = f"{kind or '(no kind)'} ({api_version or 'no apiVersion'})"
     if name:
         subject += f" {name}"
-    supported = ", ".join(f"{k} ({v})" for v, k in POD_TEMPLATE_PATHS)
+    supported = ", ".join(f"{k} ({v})" for v, k in [*POD_TEMPLATE_PATHS, VOLCANO_JOB])
     return f"{subject} is not a supported kind: convert one of {supported}"
 
 
 def _mapping_at(
-    root: dict[str, Any], path: Sequence[str], message: str, *, create: bool = False
+    root: dict[str, Any], path: Sequence[str | int], message: str, *, create: bool = False
 ) -> dict[str, Any]:
     """The mapping at ``path`` under ``root``; ConvertError(``message``) when it is not one."""
     node: Any = root
