@@ -254,3 +254,12 @@ cni: ## Build the pinned CNI plugins bridge, host-local, loopback, portmap into 
 .PHONY: test-realnode
 test-realnode: $(VENV_STAMP) controlplane node-binaries images kubectl pyz ## Only the real-node tests (root): the e2e suite, the host guard, the demo on real nodes
 	$(BIN)/pytest -q tests/e2e/realnode tests/testing/realnode tests/e2e/test_demo_e2e.py -k 'not fake'
+
+# --- issue 18: cluster scale --------------------------------------------------------------------
+# A bench, not a test: N simulated nodes (a fake kubelet each, the real daemon each) under the
+# real scheduler, API requests counted from the API server's audit log. The default (125 x 8 =
+# 1,000 DCUs) takes about 15 minutes on 2 cores; the results go to build/scale.json.
+.PHONY: scale
+scale: $(VENV_STAMP) controlplane ## 1,000 DCUs on one machine: publish, API load, scheduler throughput (N=nodes DCUS=per node WAVE=pods IDLE_S=)
+	@$(PY) -m bench.scale $(if $(N),--nodes $(N)) $(if $(DCUS),--dcus $(DCUS)) \
+		$(if $(WAVE),--wave $(WAVE)) $(if $(IDLE_S),--idle-s $(IDLE_S)) --json build/scale.json
