@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from dra_driver import __version__
 from dra_driver.cluster.claimstatus import ClaimStatusReporter, StatusReportingPlugin
@@ -26,6 +26,7 @@ from dra_driver.cluster.orphans import OrphanCleaner
 from dra_driver.cluster.publisher import SlicePublisher
 from dra_driver.cluster.slices import build_pool, health_taints
 from dra_driver.config import PluginConfig
+from dra_driver.kubeletplugin.fetch import ClaimGetter
 from dra_driver.kubeletplugin.plugin_server import KubeletPluginServer, claim_getter
 from dra_driver.node.devices import Inventory, discover
 from dra_driver.node.health import DeviceHealth, HealthBoard, HealthMonitor
@@ -125,6 +126,23 @@ def with_claim_status(
         pci_bus_ids={d.name: d.pci_bus_id for d in inventory.devices},
     )
     return StatusReportingPlugin(plugin, reporter), reporter
+
+
+def remembering(get_claim: ClaimGetter, reporter: ClaimStatusReporter | None) -> ClaimGetter:
+    """``get_claim``, handing each claim it reads to the claim status reporter (if any).
+
+    The status write after a prepare then starts from the claim the prepare read instead of
+    reading it again: one GET less per prepare at the API server.
+    """
+    if reporter is None:
+        return get_claim
+
+    def get_and_remember(namespace: str, name: str) -> Mapping[str, Any]:
+        claim = get_claim(namespace, name)
+        reporter.remember(claim)
+        return claim
+
+    return get_and_remember
 
 
 def orphan_cleaner(
@@ -308,7 +326,7 @@ def run(
             registrar_dir=config.registrar_dir,
             data_dir=config.data_dir,
             plugin=served,
-            get_claim=claim_getter(client),
+            get_claim=remembering(claim_getter(client), reporter),
             # The core (state.DcuPlugin) holds <data dir>/serialize.lock during every call;
             # flock is per open file, so holding it here as well would deadlock.
             lock_across_processes=False,
