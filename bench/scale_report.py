@@ -87,6 +87,10 @@ def rows(results: Mapping[str, Any]) -> list[Row]:
             _fmt(_number(results, "api_mixed_fill_per_node_minute"), "", 1),
         ),
         Row(
+            "  cluster full, nothing changing (no watch opens)",
+            _fmt(_number(results, "api_mixed_steady_per_node_minute_no_watch"), "", 2),
+        ),
+        Row(
             "  while the mixed pods go",
             _fmt(_number(results, "api_mixed_drain_per_node_minute"), "", 1),
         ),
@@ -186,7 +190,9 @@ def _verdict(row: Row) -> str:
 
 
 def _header(results: Mapping[str, Any]) -> list[str]:
+    error = results.get("error")
     return [
+        *([f"THE RUN STOPPED EARLY: {error}"] if error else []),
         f"{results.get('nodes')} nodes x {results.get('dcus_per_node')} DCUs = "
         f"{results.get('dcus')} DCUs; started {results.get('started')}",
         f"machine: {results.get('machine')}",
@@ -227,6 +233,7 @@ def _by_verb(results: Mapping[str, Any]) -> list[str]:
     for window, title in (
         ("idle", "idle"),
         ("mixed_fill", "under the mixed workload"),
+        ("mixed_steady", "with the cluster full and quiet"),
         ("restart", "after the mass restart"),
     ):
         by_verb = results.get(f"api_{window}_by_verb")
