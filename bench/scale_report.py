@@ -68,7 +68,15 @@ def rows(results: Mapping[str, Any]) -> list[Row]:
             "<= 30 s",
             lambda v: v <= 30,
         ),
+        Row(
+            "  daemon CPU from start to published, p50 / all daemons",
+            _pair(results, "cold_start_cpu_s_p50", "cold_start_cpu_s_total"),
+        ),
         Row("published after a mass restart", _fmt(_number(results, "restart_publish_s"), " s")),
+        Row(
+            "  daemon CPU from start to published, p50 / all daemons",
+            _pair(results, "restart_cpu_s_p50", "restart_cpu_s_total"),
+        ),
         _goal(
             results,
             "daemon API requests / node / min, idle (watch opens left out)",
