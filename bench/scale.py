@@ -341,15 +341,12 @@ def run_phase(
     phase.problems_at_full += capacity_problems(claims, slices, driver=DRIVER_NAME)
     progress(f"{name}: deleting {len(phase.pods)} pods")
     began = time.monotonic()
-    for wave_number in range(1, number + 1):
-        try:
-            client.delete_collection(
-                paths.pods(NAMESPACE), label_selector=f"{WAVE_LABEL}={name}-{wave_number}"
-            )
-        except KubeError as exc:
-            # The server goes on deleting when it answers too late (a loaded API server took
-            # longer than the client's 30 s for 2,750 pods at once): the wait below sees it.
-            progress(f"{name}: deleting wave {wave_number}: {exc} (waiting for it anyway)")
+    _delete_waves(
+        client,
+        [f"{name}-{wave_number}" for wave_number in range(1, number + 1)],
+        timeout_s=settings.drain_timeout_s,
+        progress=progress,
+    )
 
     def drained() -> bool:
         return not _any_left(client, paths.pods(NAMESPACE)) and not _any_left(
@@ -365,6 +362,31 @@ def run_phase(
         phase.leftovers += node.leftovers()
     phase.end = time.time()
     return phase
+
+
+def _delete_waves(
+    client: KubeClient,
+    waves: Sequence[str],
+    *,
+    timeout_s: float,
+    progress: Callable[[str], None],
+) -> None:
+    """Delete the pods of each wave (by its label), asking again for a wave that failed.
+
+    A loaded API server may take longer than the client's 30 s to delete 250 pods; it then
+    stops deleting when the client gives up, so the wave is asked for again, after the others.
+    """
+    pending = list(waves)
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        wave = pending.pop(0)
+        try:
+            client.delete_collection(paths.pods(NAMESPACE), label_selector=f"{WAVE_LABEL}={wave}")
+        except KubeError as exc:
+            if time.monotonic() > deadline:
+                raise ScaleError(f"cannot delete the pods of wave {wave}: {exc}") from None
+            progress(f"deleting the pods of wave {wave} failed ({exc}); asking again later")
+            pending.append(wave)
 
 
 def _any_left(client: KubeClient, path: str) -> bool:
