@@ -258,7 +258,7 @@ test-realnode: $(VENV_STAMP) controlplane node-binaries images kubectl pyz ## On
 # --- issue 18: cluster scale --------------------------------------------------------------------
 # A bench, not a test: N simulated nodes (a fake kubelet each, the real daemon each) under the
 # real scheduler, API requests counted from the API server's audit log. The default (125 x 8 =
-# 1,000 DCUs) takes about 15 minutes on 2 cores; the results go to build/scale.json.
+# 1,000 DCUs) took 34 minutes on the shared 2-core machine; results in build/scale.json.
 .PHONY: scale
 scale: $(VENV_STAMP) controlplane ## 1,000 DCUs on one machine: publish, API load, scheduler throughput (N=nodes DCUS=per node WAVE=pods IDLE_S=)
 	@$(PY) -m bench.scale $(if $(N),--nodes $(N)) $(if $(DCUS),--dcus $(DCUS)) \
