@@ -55,9 +55,11 @@ def test_tiny_scale_run_reports_every_figure_and_finds_nothing_wrong(
     assert results["cold_publish_s"] > 0 and results["restart_publish_s"] > 0
     assert 0 < results["idle_rss_mib_p50"] <= results["idle_rss_mib_max"]
     assert results["slice_bytes_per_node_max"] > 0
-    # Counted at the API server: every prepare read its claim, the daemons created slices.
-    assert results["claim_gets_per_prepare"] >= 1
-    assert results["claim_status_writes_per_prepare"] > 0
+    # Counted at the API server: every prepare read its claim once (the status write reuses
+    # it: two GETs per prepare before; an orphan sweep in the window may add a few), wrote its
+    # status once, and the daemons created their slices.
+    assert 1 <= results["claim_gets_per_prepare"] < 1.5
+    assert results["claim_status_writes_per_prepare"] == 1
     assert results["api_cold_start_by_verb"]["create resourceslices"] > 0
     assert "cold start: 2 daemons at once" in progress
     text = render_text(results)
