@@ -181,7 +181,7 @@ class PodTracker:
     def __init__(self, client: KubeClient) -> None:
         self.client = client
         self.pods: dict[str, PodTimes] = {}
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._stream: Any = None
         self._thread = threading.Thread(target=self._run, name="scale-pod-watch", daemon=True)
@@ -214,6 +214,14 @@ class PodTracker:
         """How many of ``names`` were seen Running so far."""
         with self._lock:
             return sum(1 for name in names if self.pods[name].running is not None)
+
+    def snapshot(self) -> dict[str, PodTimes]:
+        """A copy of every record now."""
+        with self._lock:
+            return {
+                name: PodTimes(t.size, t.created, t.bound, t.running)
+                for name, t in self.pods.items()
+            }
 
     def forget(self) -> None:
         """Drop every record (between phases)."""
@@ -329,10 +337,7 @@ def run_phase(
         progress(f"{name}: full; {steady_s:.0f} s with every pod running and nothing changing")
         time.sleep(steady_s)
     phase.steady_end = time.time()
-    with tracker._lock:
-        phase.pods = {
-            key: PodTimes(t.size, t.created, t.bound, t.running) for key, t in tracker.pods.items()
-        }
+    phase.pods = tracker.snapshot()
     progress(f"{name}: checking every node and every card at full")
     for node in nodes:
         phase.problems_at_full += node.problems()
