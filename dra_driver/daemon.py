@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 from dra_driver import __version__
 from dra_driver.cluster.claimstatus import ClaimStatusReporter, StatusReportingPlugin
 from dra_driver.cluster.kube.client import KubeClient
-from dra_driver.cluster.orphans import OrphanCleaner
+from dra_driver.cluster.orphans import OrphanCleaner, claim_lister
 from dra_driver.cluster.publisher import SlicePublisher
 from dra_driver.cluster.slices import build_pool, health_taints
 from dra_driver.config import PluginConfig
@@ -160,6 +160,7 @@ def orphan_cleaner(
         return None
     return OrphanCleaner(
         prepared_claims=views.prepared_claims,
+        list_claims=claim_lister(client),
         get_claim=claim_getter(client),
         unprepare=served.unprepare_claims,
         interval_s=config.orphan_interval_s,
