@@ -23,6 +23,7 @@ from dra_driver.testing.cluster import (
     create_namespace,
     unique_name,
 )
+from dra_driver.testing.identity import ensure_plugin_account
 from dra_driver.testing.plugin_process import PluginProcess
 from dra_driver.testing.waiting import wait_for
 from tests.e2e.conftest import (
@@ -258,9 +259,11 @@ def test_an_idle_sweep_over_many_claims_is_one_list_at_the_api_server(
     """Issue 18: with claims prepared and none gone, a sweep is one request, not one per claim.
 
     Counted at the API server (its audit log, by the daemon's user agent): over a window of
-    sweeps every 0.5 s, the daemon's only ResourceClaim requests are LISTs, one per sweep.
+    sweeps every 0.5 s, the daemon's only ResourceClaim requests are LISTs, one per sweep,
+    which deploy/rbac.yaml allows (the daemon runs as the plugin's ServiceAccount).
     """
     kube = audited_plane.client
+    ensure_plugin_account(kube)
     namespace = unique_name("orphans")
     create_namespace(kube, namespace)
     node = DaemonNode(
@@ -268,7 +271,7 @@ def test_an_idle_sweep_over_many_claims_is_one_list_at_the_api_server(
         short_sock_dir / "node",
         devices=None,
         extra_args=("--orphan-interval", "0.5"),
-        plugin_identity=False,
+        plugin_identity=True,
     )
     try:
         node.plugin.start().wait_for_registration_socket()
@@ -299,5 +302,6 @@ def test_an_idle_sweep_over_many_claims_is_one_list_at_the_api_server(
     ]
     verbs = Counter(r.key for r in requests)
     assert set(verbs) == {"list resourceclaims"}, verbs
+    assert {r.code for r in requests} == {200}
     # Six sweeps in 3 s at 0.5 s apart (each takes a little time): one request each.
     assert 4 <= verbs["list resourceclaims"] <= 7, verbs
