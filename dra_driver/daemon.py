@@ -167,6 +167,25 @@ def orphan_cleaner(
     )
 
 
+def sweep_on_reregistration(cleaner: OrphanCleaner) -> Callable[[], None]:
+    """A kubelet registration callback: sweep for orphans when the kubelet registers us again.
+
+    A kubelet that registers us again has restarted, and may have forgotten claims it should
+    have unprepared. The first registration after our start needs no sweep of its own: the
+    cleaner's first round runs at start.
+    """
+    registered_before = threading.Event()
+
+    def on_registered() -> None:
+        if not registered_before.is_set():
+            registered_before.set()
+            return
+        logger.info("orphan cleanup: the kubelet registered this plugin again; sweeping now")
+        cleaner.sweep_soon()
+
+    return on_registered
+
+
 def start_health_monitor(
     config: PluginConfig, inventory: Inventory, board: HealthBoard, publisher: SlicePublisher
 ) -> HealthMonitor:
@@ -338,6 +357,8 @@ def run(
         client.close()
         raise
     cleaner = orphan_cleaner(config, client, views=plugin, served=served)
+    if cleaner is not None:
+        servers.registration.on_registered = sweep_on_reregistration(cleaner)
     announced = threading.Event()
 
     def on_synced() -> None:

@@ -152,6 +152,7 @@ class OrphanCleaner:
         self.failed_rounds = 0
         self._outage = False
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="orphan-cleanup", daemon=True)
 
     def start(self) -> None:
@@ -161,6 +162,7 @@ class OrphanCleaner:
     def stop(self) -> None:
         """Stop after the current round."""
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join()
 
@@ -171,7 +173,15 @@ class OrphanCleaner:
             except Exception:
                 # The thread must survive anything, or orphans would pile up silently.
                 logger.exception("orphan cleanup round failed unexpectedly")
-            self._stop.wait(self.interval_s)
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+
+    def sweep_soon(self) -> None:
+        """Run the next round now instead of at the end of the interval.
+
+        For when the kubelet comes back: it may have dropped claims while we could not hear.
+        """
+        self._wake.set()
 
     def run_once(self) -> list[Orphan]:
         """One round; returns the orphans unprepared (none when the round was skipped)."""

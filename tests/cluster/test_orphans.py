@@ -287,6 +287,20 @@ def test_the_thread_runs_a_round_at_start_and_stops() -> None:
     assert core.entries == {}
 
 
+def test_sweep_soon_runs_the_next_round_before_the_interval_is_over() -> None:
+    core, api = FakeCore(1), FakeApi()
+    api.add(1)
+    clean = cleaner(core, api)  # interval 60 s
+    clean.start()
+    try:
+        wait_for(lambda: api.lists == ["ns"], timeout_s=5, description="the first round")
+        clean.sweep_soon()
+        wait_for(lambda: api.lists == ["ns", "ns"], timeout_s=5, description="a round at once")
+    finally:
+        clean.stop()
+    assert set(core.entries) == {uid(1)} and clean.cleaned == 0
+
+
 def test_orphan_interval_flag_env_twin_and_range(monkeypatch: pytest.MonkeyPatch) -> None:
     def interval(*extra: str) -> float:
         args = cli.build_parser().parse_args(["kubelet-plugin", "--node-name", "n", *extra])
