@@ -56,8 +56,8 @@ def test_tiny_scale_run_reports_every_figure_and_finds_nothing_wrong(
     assert 0 < results["idle_rss_mib_p50"] <= results["idle_rss_mib_max"]
     assert results["slice_bytes_per_node_max"] > 0
     # Counted at the API server: every prepare read its claim once (the status write reuses
-    # it: two GETs per prepare before; an orphan sweep in the window may add a few), wrote its
-    # status once, and the daemons created their slices.
+    # it: two GETs per prepare before; an orphan sweep GETs only a claim its cached LIST
+    # missed), wrote its status once, and the daemons created their slices.
     assert 1 <= results["claim_gets_per_prepare"] < 1.5
     assert results["claim_status_writes_per_prepare"] == 1
     assert results["api_cold_start_by_verb"]["create resourceslices"] > 0
