@@ -307,7 +307,7 @@ def test_orphan_interval_flag_env_twin_and_range(monkeypatch: pytest.MonkeyPatch
         return float(args.orphan_interval)
 
     monkeypatch.delenv("ORPHAN_INTERVAL", raising=False)
-    assert interval() == 60.0
+    assert interval() == 120.0
     assert interval("--orphan-interval", "0") == 0.0
     monkeypatch.setenv("ORPHAN_INTERVAL", "2.5")
     assert interval() == 2.5
