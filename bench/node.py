@@ -131,17 +131,11 @@ class BenchNode:
 
     def rss_mib(self) -> float:
         """The daemon's resident memory now (VmRSS), in MiB."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise BenchError(f"no VmRSS in /proc/{self.pid}/status")
+        return process_rss_mib(self.pid)
 
     def cpu_s(self) -> float:
-        """CPU time the daemon has used so far (user + system, ``/proc/<pid>/stat``), in s."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        # Fields after the command name (which may hold spaces) closed by its ")".
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        """CPU time the daemon has used so far (user + system), in s."""
+        return process_cpu_s(self.pid)
 
     def close(self) -> None:
         """Stop the client and the daemon, delete the namespace and the Node (best effort)."""
@@ -255,6 +249,22 @@ def _result(request: str, device: str, *, pool: str, whole: bool) -> dict[str, A
             "vdevices": "1",
         }
     return result
+
+
+def process_rss_mib(pid: int) -> float:
+    """A process's resident memory now (VmRSS), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise BenchError(f"no VmRSS in /proc/{pid}/status")
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU time a process has used so far (user + system, ``/proc/<pid>/stat``), in s."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # Fields after the command name (which may hold spaces) closed by its ")".
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
 def _never_wipe(driver: str) -> None:

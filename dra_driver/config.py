@@ -21,7 +21,7 @@ DEFAULT_CDI_DIR = Path("/var/run/cdi")
 
 #: Orphaned claims are looked for every minute: one GET per prepared claim, and CUs of a claim
 #: deleted while the plugin was down come back within a minute of the next check.
-DEFAULT_ORPHAN_INTERVAL_S = 60.0
+DEFAULT_ORPHAN_INTERVAL_S = 120.0
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 #: A pod UID goes into socket file names: letters, digits, '-', '_' and '.' only.

@@ -506,6 +506,9 @@ def test_orphans_cleaned_counts_claims_the_real_cleaner_unprepared(node: Node) -
     claims.add({"metadata": {"namespace": "ns", "name": "kept", "uid": kept.ref.uid}})
     cleaner = OrphanCleaner(
         prepared_claims=plugin.prepared_claims,
+        list_claims=lambda namespace: [
+            o for (ns, _), o in claims.objects.items() if ns == namespace
+        ],
         get_claim=claims.get,
         unprepare=plugin.unprepare_claims,
         interval_s=60,
@@ -691,6 +694,7 @@ def test_the_daemon_wires_both_endpoints_and_undoes_them_when_one_cannot_listen(
     board = HealthBoard()
     cleaner = OrphanCleaner(
         prepared_claims=plugin.prepared_claims,
+        list_claims=lambda namespace: [],
         get_claim=FakeClaims().get,  # every claim is gone
         unprepare=plugin.unprepare_claims,
         interval_s=60,

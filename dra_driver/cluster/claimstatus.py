@@ -14,11 +14,15 @@ condition and ``data`` with the vDCU's numbers (CUs, CU mask, pipe id, memory, v
   prepare or unprepare.
 
 Writes are a read-modify-write of the whole object with ``PUT .../status`` and its
-``resourceVersion`` (optimistic concurrency, retried on conflict): ``status.devices`` is a
-list-map keyed by driver, device, pool and shareID, and we replace only the entries of our
-driver in our pool, leaving other drivers' entries as they are. PUT and not PATCH because the
-RBAC rule grants ``update`` on ``resourceclaims/status`` (and ``associated-node:update`` on
-``resourceclaims/driver`` from 1.36), nothing more.
+``resourceVersion`` (optimistic concurrency, retried on conflict). The read is usually free:
+the prepare has just read the claim (:meth:`ClaimStatusReporter.remember`), and nobody else
+writes a claim between its prepare and our status write, so the first PUT uses that copy; a
+copy that turned stale costs a conflict and a fresh read, as before. A prepare is then one
+GET and one PUT at the API server, not two GETs and a PUT (``make scale`` counts them).
+``status.devices`` is a list-map keyed by driver, device, pool and shareID, and we replace
+only the entries of our driver in our pool, leaving other drivers' entries as they are. PUT
+and not PATCH because the RBAC rule grants ``update`` on ``resourceclaims/status`` (and
+``associated-node:update`` on ``resourceclaims/driver`` from 1.36), nothing more.
 
 Best effort, by design: a status write that fails is logged and counted, never reported to
 the kubelet. The devices are prepared either way; failing the prepare would make the kubelet
@@ -56,6 +60,10 @@ READY_REASON = "Prepared"
 #: A conflict means someone else wrote the claim in between; a few re-reads always win
 #: against the scheduler and controllers, which write a claim a handful of times in its life.
 MAX_CONFLICT_RETRIES = 5
+#: Claims a prepare read, kept for the status write after it: at most this many, for at most
+#: this long (the kubelet's call timeout; a write later than that reads the claim again).
+RECENT_CLAIMS = 256
+RECENT_MAX_AGE_S = 45.0
 #: On shutdown, pending writes get this long before they are dropped (the pod's 30 s grace
 #: period is shared with the gRPC servers' drain).
 STOP_GRACE_S = 3.0
@@ -238,6 +246,8 @@ class ClaimStatusReporter:
         self._retries: dict[ClaimUID, tuple[ClaimRef, float, float]] = {}
         """Claims whose write failed for want of an API server: (ref, due time, last delay)."""
         self._monotonic = time.monotonic
+        self._recent: OrderedDict[ClaimUID, tuple[float, Mapping[str, Any]]] = OrderedDict()
+        """Claims the prepare read (when, object), oldest first; see :meth:`remember`."""
         self._thread = threading.Thread(target=self._run, name="claim-status", daemon=True)
 
     def start(self) -> None:
@@ -266,6 +276,30 @@ class ClaimStatusReporter:
             self._pending.move_to_end(ref.uid)
             self._retries.pop(ref.uid, None)  # a fresh request supersedes a scheduled retry
             self._cond.notify_all()
+
+    def remember(self, claim: Mapping[str, Any]) -> None:
+        """Keep a claim object the prepare just read, so its status write needs no GET.
+
+        Only the next reconcile of that claim uses it, only for a write and only within
+        ``RECENT_MAX_AGE_S``: the PUT carries its resourceVersion, so a copy that turned stale
+        is refused (409) and the claim is read again.
+        """
+        uid = (claim.get("metadata") or {}).get("uid")
+        if not uid:
+            return
+        with self._cond:
+            self._recent[ClaimUID(str(uid))] = (self._monotonic(), claim)
+            self._recent.move_to_end(ClaimUID(str(uid)))
+            while len(self._recent) > RECENT_CLAIMS:
+                self._recent.popitem(last=False)
+
+    def _take_recent(self, uid: ClaimUID) -> dict[str, Any] | None:
+        """A private copy of the claim the prepare read, if fresh enough; forgets it."""
+        with self._cond:
+            remembered = self._recent.pop(uid, None)
+        if remembered is None or self._monotonic() - remembered[0] > RECENT_MAX_AGE_S:
+            return None
+        return copy.deepcopy(dict(remembered[1]))
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Whether every requested reconcile finished within ``timeout_s`` (for tests)."""
@@ -370,11 +404,17 @@ class ClaimStatusReporter:
                 now=self._clock(),
             )
         path = paths.resource_claims(ref.namespace, ref.name)
+        recent = self._take_recent(ref.uid)
         for _ in range(MAX_CONFLICT_RETRIES):
-            try:
-                claim = self.client.get(path)
-            except NotFound:
-                return False  # deleted: nobody can look at its status any more
+            claim, recent = recent, None
+            if claim is None:
+                try:
+                    claim = self.client.get(path)
+                except NotFound:
+                    return False  # deleted: nobody can look at its status any more
+                from_prepare = False
+            else:
+                from_prepare = True
             if claim.get("metadata", {}).get("uid") != ref.uid:
                 return False  # replaced by a new claim of the same name: not ours to touch
             status = claim.setdefault("status", {})
@@ -383,6 +423,8 @@ class ClaimStatusReporter:
             existing = list(status.get("devices") or [])
             merged = merge_devices(existing, ours, driver=self.driver, pool=self.pool)
             if merged == existing:
+                if from_prepare:
+                    continue  # an older copy may be wrong to skip the write: read it to be sure
                 return False
             if merged:
                 status["devices"] = merged

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ class RegistrationServicer:
 
     ``registered`` is set while the kubelet's last word was "registered" (for tests and a
     liveness check); ``last_error`` holds the kubelet's reason for its last rejection.
+    ``on_registered``, if set, is called after each "registered" (the first after start
+    included), on the gRPC thread: it must return quickly.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class RegistrationServicer:
         self.supported_versions = tuple(supported_versions)
         self.registered = threading.Event()
         self.last_error: str | None = None
+        self.on_registered: Callable[[], None] | None = None
 
     def GetInfo(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Who we are and where the DRA socket is."""
@@ -69,6 +72,8 @@ class RegistrationServicer:
                 self.driver,
                 self.endpoint,
             )
+            if self.on_registered is not None:
+                self.on_registered()
             return pluginregistration_pb2.RegistrationStatusResponse()
         self.registered.clear()
         self.last_error = request.error

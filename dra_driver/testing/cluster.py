@@ -57,9 +57,17 @@ class ControlPlaneError(DriverError):
 class ControlPlane:
     """One ``controlplane`` process: an API server, scheduler and controller manager."""
 
-    def __init__(self, *, binary: Path = CONTROLPLANE_BINARY, data_dir: Path) -> None:
+    def __init__(
+        self, *, binary: Path = CONTROLPLANE_BINARY, data_dir: Path, audit_log: Path | None = None
+    ) -> None:
+        """Describe the control plane; nothing runs until :meth:`start`.
+
+        ``audit_log``: where kube-apiserver writes its audit log (the binary's ``--audit-log``:
+        every request at Metadata level, as JSON lines); None: no audit log.
+        """
         self.binary = binary
         self.data_dir = data_dir
+        self.audit_log = audit_log
         self.kubeconfig = data_dir / "admin.kubeconfig"
         self.log_file = data_dir / "controlplane.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -108,6 +116,7 @@ class ControlPlane:
                         str(self.data_dir / "state"),
                         "--kubeconfig",
                         str(self.kubeconfig),
+                        *([] if self.audit_log is None else ["--audit-log", str(self.audit_log)]),
                     ]
                 ),
                 stdin=subprocess.DEVNULL,

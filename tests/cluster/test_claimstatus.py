@@ -157,10 +157,12 @@ class FakeClaimApi:
         self.get_errors: list[KubeError] = []
         """Raised by the next GETs, one each (an outage, a refusal)."""
         self.puts: list[dict[str, Any]] = []
+        self.gets = 0
         self.path = paths.resource_claims("ns", "c")
 
     def get(self, path: str) -> dict[str, Any]:
         assert path == self.path
+        self.gets += 1
         if self.get_errors:
             raise self.get_errors.pop(0)
         if self.claim is None:
@@ -236,6 +238,51 @@ def test_reconcile_retries_conflicts_with_a_fresh_read() -> None:
     api.conflicts = 2
     assert reporter(api, {UID: entry(VDCU)}).reconcile(REF) is True
     assert len(api.puts) == 1
+
+
+def test_the_claim_the_prepare_read_saves_the_status_writes_own_read() -> None:
+    """make scale counted two claim GETs per prepare: the prepare's and the status write's."""
+    api = FakeClaimApi(claim([OTHER]))
+    status = reporter(api, {UID: entry(VDCU)})
+    read_by_prepare = api.get(api.path)
+    status.remember(read_by_prepare)
+    assert status.reconcile(REF) is True
+    assert (api.gets, len(api.puts)) == (1, 1)
+    assert read_by_prepare == claim([OTHER])  # the prepare's object is not changed
+    # Used once: the next reconcile reads the claim again.
+    assert status.reconcile(REF) is False
+    assert api.gets == 2
+
+
+def test_a_stale_claim_from_the_prepare_costs_a_conflict_and_a_fresh_read() -> None:
+    api = FakeClaimApi(claim())
+    status = reporter(api, {UID: entry(VDCU)})
+    status.remember(api.get(api.path))
+    assert api.claim is not None
+    api.claim["metadata"]["resourceVersion"] = "8"  # someone wrote the claim since
+    assert status.reconcile(REF) is True
+    assert (api.gets, len(api.puts)) == (2, 1)
+
+
+def test_a_claim_from_the_prepare_never_decides_that_nothing_needs_writing() -> None:
+    api = FakeClaimApi(claim(statuses(VDCU)))
+    status = reporter(api, {})
+    status.remember(claim())  # an older copy, without the entries the claim has now
+    assert status.reconcile(REF) is True
+    assert api.claim is not None and "devices" not in api.claim["status"]
+    assert api.gets == 1
+
+
+def test_an_old_or_foreign_claim_from_the_prepare_is_not_used() -> None:
+    api = FakeClaimApi(claim())
+    status = reporter(api, {UID: entry(VDCU)})
+    clock = [100.0]
+    status._monotonic = lambda: clock[0]
+    status.remember(claim())
+    status.remember({"metadata": {}})  # no UID: nothing to key it by
+    clock[0] += 46.0
+    assert status.reconcile(REF) is True
+    assert api.gets == 1
 
 
 def test_reconcile_gives_up_after_persistent_conflicts() -> None:

@@ -49,8 +49,9 @@ func main() {
 	fs.StringVar(&opts.dataDir, "data-dir", "", "directory for certificates, etcd data, kubeconfigs and logs (created with mode 0700; reused on restart)")
 	fs.StringVar(&opts.kubeconfig, "kubeconfig", "", "where to write the admin kubeconfig (mode 0600)")
 	fs.IntVar(&opts.port, "port", 0, "kube-apiserver secure port on 127.0.0.1 (0: pick a free port)")
+	fs.StringVar(&opts.auditLog, "audit-log", "", "write kube-apiserver's audit log (JSON lines, one event per request stage, Metadata level) to this file (empty: no audit log)")
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: %s --data-dir DIR --kubeconfig FILE [--port N]\n", os.Args[0])
+		fmt.Fprintf(os.Stderr, "usage: %s --data-dir DIR --kubeconfig FILE [--port N] [--audit-log FILE]\n", os.Args[0])
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {

@@ -28,6 +28,7 @@ type options struct {
 	dataDir    string
 	kubeconfig string
 	port       int
+	auditLog   string // non-empty: kube-apiserver writes a Metadata-level audit log here
 }
 
 const (
@@ -224,6 +225,14 @@ func (s *supervisor) run() int {
 		"--feature-gates=" + featureGates,
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
+	}
+	if s.opts.auditLog != "" {
+		auditArgs, err := auditFlags(abs, s.opts.auditLog)
+		if err != nil {
+			logger.Print(err)
+			return 1
+		}
+		s.apiserverArgs = append(s.apiserverArgs, auditArgs...)
 	}
 	s.apiserverReady = server + "/readyz"
 	if err := s.startChild("apiserver", s.apiserverArgs); err != nil {

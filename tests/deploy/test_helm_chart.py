@@ -470,7 +470,7 @@ def test_plugin_env_is_what_the_cli_reads(
     # The operations the chart turns on (the CLI's defaults are all off, for tests).
     assert args.rolling_update is True
     assert args.claim_status is True
-    assert args.orphan_interval == 60
+    assert args.orphan_interval == 120
     assert args.health_interval == 5
     assert args.metrics_addr == ":8080"
     assert args.healthcheck_port == 51515

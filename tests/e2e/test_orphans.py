@@ -7,16 +7,35 @@ would write, and the test calls the daemon's DRA socket as the kubelet does.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench.scale_audit import daemon_node as node_of_agent
+from bench.scale_audit import parse_requests
 from dra_driver.cluster.kube import Conflict, KubeClient, NotFound, paths
-from dra_driver.testing.cluster import unique_name
+from dra_driver.testing.cluster import (
+    CONTROLPLANE_BINARY,
+    ControlPlane,
+    create_namespace,
+    unique_name,
+)
+from dra_driver.testing.identity import ensure_plugin_account
 from dra_driver.testing.plugin_process import PluginProcess
 from dra_driver.testing.waiting import wait_for
-from tests.e2e.conftest import Z100_A, DaemonNodeFactory, allocated_claim, prepare, share
+from tests.e2e.conftest import (
+    K100,
+    Z100_A,
+    Z100_B,
+    DaemonNode,
+    DaemonNodeFactory,
+    allocated_claim,
+    prepare,
+    share,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -219,3 +238,70 @@ def test_a_deleted_claim_stays_prepared_while_its_pod_holds_it(
     )
     with pytest.raises(NotFound):
         kube.get(paths.resource_claims(namespace, name))
+
+
+@pytest.fixture
+def audited_plane(short_sock_dir: Path) -> Iterator[ControlPlane]:
+    """A control plane of its own with an audit log (the session's has none)."""
+    if not CONTROLPLANE_BINARY.exists():
+        pytest.fail(f"{CONTROLPLANE_BINARY} does not exist: run `make controlplane`", pytrace=False)
+    plane = ControlPlane(data_dir=short_sock_dir / "cp", audit_log=short_sock_dir / "audit.log")
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+def test_an_idle_sweep_over_many_claims_is_one_list_at_the_api_server(
+    audited_plane: ControlPlane, short_sock_dir: Path
+) -> None:
+    """Issue 18: with claims prepared and none gone, a sweep is one request, not one per claim.
+
+    Counted at the API server (its audit log, by the daemon's user agent): over a window of
+    sweeps every 0.5 s, the daemon's only ResourceClaim requests are LISTs, one per sweep,
+    which deploy/rbac.yaml allows (the daemon runs as the plugin's ServiceAccount).
+    """
+    kube = audited_plane.client
+    ensure_plugin_account(kube)
+    namespace = unique_name("orphans")
+    create_namespace(kube, namespace)
+    node = DaemonNode(
+        audited_plane,
+        short_sock_dir / "node",
+        devices=None,
+        extra_args=("--orphan-interval", "0.5"),
+        plugin_identity=True,
+    )
+    try:
+        node.plugin.start().wait_for_registration_socket()
+        cards = (Z100_A, Z100_B, K100)
+        claims = [
+            allocated_claim(kube, namespace, node.name, [share("dcu", cards[n % 3], 5, "1Gi")])
+            for n in range(8)
+        ]
+        answers = prepare(node.plugin.dra_socket, *claims)
+        assert {uid: answer.error for uid, answer in answers.items()} == dict.fromkeys(
+            (c["metadata"]["uid"] for c in claims), ""
+        )
+        time.sleep(1.0)  # the sweeps that overlapped the prepares are over
+        start = time.time()
+        time.sleep(3.0)
+        end = time.time()
+        assert len(node.plugin.checkpoint_claims()) == 8  # no live claim was unprepared
+    finally:
+        node.close()
+
+    assert audited_plane.audit_log is not None
+    requests = [
+        r
+        for r in parse_requests(audited_plane.audit_log.read_text().splitlines())
+        if node_of_agent(r.user_agent) == node.name
+        and start <= r.received < end
+        and r.resource.startswith("resourceclaims")
+    ]
+    verbs = Counter(r.key for r in requests)
+    assert set(verbs) == {"list resourceclaims"}, verbs
+    assert {r.code for r in requests} == {200}
+    # Six sweeps in 3 s at 0.5 s apart (each takes a little time): one request each.
+    assert 4 <= verbs["list resourceclaims"] <= 7, verbs

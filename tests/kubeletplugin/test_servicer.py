@@ -267,6 +267,23 @@ def test_registration_status_is_recorded(served: Served, caplog: pytest.LogCaptu
     )
 
 
+def test_each_registration_calls_on_registered_and_a_rejection_does_not(served: Served) -> None:
+    stub = served.registration_stub()
+    calls: list[None] = []
+    served.server.registration.on_registered = lambda: calls.append(None)
+    for registered in (True, True):
+        stub.NotifyRegistrationStatus(
+            pluginregistration_pb2.RegistrationStatus(plugin_registered=registered),
+            timeout=TIMEOUT_S,
+        )
+    with pytest.raises(grpc.RpcError):
+        stub.NotifyRegistrationStatus(
+            pluginregistration_pb2.RegistrationStatus(plugin_registered=False, error="no"),
+            timeout=TIMEOUT_S,
+        )
+    assert len(calls) == 2
+
+
 # --- prepare --------------------------------------------------------------------------------
 
 
