@@ -35,6 +35,8 @@ func main() {
 			os.Exit(runUpstream(schedulerapp.NewSchedulerCommand()))
 		case "controller-manager":
 			os.Exit(runUpstream(kcmapp.NewControllerManagerCommand()))
+		case "feature-gates":
+			os.Exit(printFeatureGates())
 		}
 	}
 

@@ -42,25 +42,6 @@ const (
 	nodeGracePeriod = "87600h"
 )
 
-// featureGates are passed to kube-apiserver, kube-scheduler and
-// kube-controller-manager. They are all on by default in 1.36 (beta) and are
-// listed explicitly so that the test cluster does not silently change when a
-// default flips. Gates that are GA and locked (DynamicResourceAllocation,
-// DRAAdminAccess, ServiceAccountTokenPodNodeInfo, ...) cannot be set and are
-// on anyway.
-var featureGates = strings.Join([]string{
-	"DRAConsumableCapacity=true",
-	"DRAPartitionableDevices=true",
-	"DRADeviceTaints=true",
-	"DRADeviceBindingConditions=true",
-	"DRAExtendedResource=true",
-	"DRAResourceClaimDeviceStatus=true",
-	"DRAResourceClaimGranularStatusAuthorization=true",
-	"DRASchedulerFilterTimeout=true",
-	"ResourceHealthStatus=true",
-	"ResourceHealthStatusMessage=true",
-}, ",")
-
 // controllers for kube-controller-manager: every default controller except
 // the cloud-provider ones (no-ops without a cloud anyway). The node lifecycle
 // controller stays on because it is what turns a Node's Ready condition into
@@ -221,7 +202,7 @@ func (s *supervisor) run() int {
 		"--service-account-issuer=" + saIssuer,
 		"--service-account-key-file=" + p.saPub,
 		"--service-account-signing-key-file=" + p.saKey,
-		"--feature-gates=" + featureGates,
+		"--feature-gates=" + featureGates(),
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 	}
@@ -261,7 +242,7 @@ func (s *supervisor) run() int {
 		"--secure-port=" + strconv.Itoa(schedPort),
 		"--tls-cert-file=" + p.servingCert,
 		"--tls-private-key-file=" + p.servingKey,
-		"--feature-gates=" + featureGates,
+		"--feature-gates=" + featureGates(),
 		"--profiling=false",
 	}); err != nil {
 		logger.Print(err)
@@ -289,7 +270,7 @@ func (s *supervisor) run() int {
 		"--root-ca-file=" + p.caCert,
 		"--cluster-signing-cert-file=" + p.caCert,
 		"--cluster-signing-key-file=" + p.caKey,
-		"--feature-gates=" + featureGates,
+		"--feature-gates=" + featureGates(),
 		"--profiling=false",
 	}); err != nil {
 		logger.Print(err)

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/component-base/featuregate"
+)
+
+// wantedFeatureGates are turned on in kube-apiserver, kube-scheduler,
+// kube-controller-manager and (through `controlplane feature-gates`) the real
+// kubelet. In 1.36 they are all beta and on by default; in 1.34 and 1.35
+// DRAConsumableCapacity and DRADeviceTaints are alpha and off, and without
+// them the API server drops the sharing fields and taints from slices. They
+// are listed explicitly so that the test cluster does not silently change
+// when a default flips.
+var wantedFeatureGates = []string{
+	"DRAConsumableCapacity",
+	"DRAPartitionableDevices",
+	"DRADeviceTaints",
+	"DRADeviceBindingConditions",
+	"DRAExtendedResource",
+	"DRAResourceClaimDeviceStatus",
+	"DRAResourceClaimGranularStatusAuthorization",
+	"DRASchedulerFilterTimeout",
+	"ResourceHealthStatus",
+	"ResourceHealthStatusMessage",
+}
+
+// featureGateSettings returns the wanted gates this build can set, as
+// "A=true,B=true", and the ones it leaves out with why. One source tree
+// builds every Kubernetes version (versions/), and each version knows its
+// own gates: a gate it does not know yet (or any more) would make every
+// component refuse to start, and a gate locked to its default (GA, e.g.
+// DRAResourceClaimDeviceStatus in 1.37) cannot be set and is on anyway.
+func featureGateSettings() (string, []string) {
+	known := utilfeature.DefaultMutableFeatureGate.GetAll()
+	var set, skipped []string
+	for _, name := range wantedFeatureGates {
+		spec, ok := known[featuregate.Feature(name)]
+		switch {
+		case !ok:
+			skipped = append(skipped, name+": unknown in this version")
+		case spec.LockToDefault:
+			skipped = append(skipped, fmt.Sprintf("%s: locked to %t", name, spec.Default))
+		default:
+			set = append(set, name+"=true")
+		}
+	}
+	sort.Strings(set)
+	return strings.Join(set, ","), skipped
+}
+
+// featureGates is what the components get as --feature-gates.
+func featureGates() string {
+	gates, _ := featureGateSettings()
+	return gates
+}
+
+// printFeatureGates is `controlplane feature-gates`: the gates on one line
+// (for the kubelet of the same version), then one line per gate left out.
+func printFeatureGates() int {
+	gates, skipped := featureGateSettings()
+	fmt.Println(gates)
+	for _, why := range skipped {
+		fmt.Println("# " + why)
+	}
+	return 0
+}
