@@ -54,6 +54,38 @@ class ControlPlaneError(DriverError):
     """The control plane binary is missing, failed to start or died."""
 
 
+def parse_feature_gates(text: str) -> dict[str, bool]:
+    """The gates of ``controlplane feature-gates``'s first line, ``A=true,B=false``.
+
+    The lines after it (``# Gate: why it is left out``) are comments. A malformed pair raises
+    :class:`ControlPlaneError` naming it.
+    """
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    gates: dict[str, bool] = {}
+    for pair in lines[0].split(",") if lines else []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name or value not in ("true", "false"):
+            raise ControlPlaneError(
+                f"controlplane feature-gates printed {pair!r}: expected Name=true or Name=false; "
+                "rebuild the control plane (make controlplane)"
+            )
+        gates[name] = value == "true"
+    return gates
+
+
+def feature_gates(binary: Path = CONTROLPLANE_BINARY) -> dict[str, bool]:
+    """The feature gates ``binary`` turns on: its components' and its version's kubelet's."""
+    done = subprocess.run(
+        [str(binary), "feature-gates"], capture_output=True, text=True, check=False, timeout=60
+    )
+    if done.returncode != 0:
+        raise ControlPlaneError(
+            f"{binary} feature-gates failed ({done.returncode}): {done.stderr.strip()[-500:]}; "
+            "rebuild it (make controlplane, with K8S= for another version)"
+        )
+    return parse_feature_gates(done.stdout)
+
+
 class ControlPlane:
     """One ``controlplane`` process: an API server, scheduler and controller manager."""
 
