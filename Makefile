@@ -276,5 +276,19 @@ K8S_BIN := $(if $(K8S_IS_DEFAULT),build/bin,build/bin/k8s-$(K8S_FULL))
 K8S_NODE_BIN := $(if $(K8S_IS_DEFAULT),$(NODE_BIN),build/bin/k8s-$(K8S_FULL)/node)
 K8S_MODFILE := $(if $(K8S_IS_DEFAULT),,-modfile=versions/$(K8S_MINOR)/go.mod)
 
-controlplane-modfiles: ## Write tests/controlplane/versions/<minor>/go.mod again for every non-default version
+controlplane-modfiles: ## Write tests/controlplane/versions/*/go.mod again (non-default versions)
 	@$(PYTHON) tests/controlplane/versions/modfile.py $(filter-out $(K8S_DEFAULT),$(K8S_VERSIONS))
+
+# make matrix: the smoke suite (dra_driver/tools/matrix) on each version's own control plane and
+# real kubelet, as root on real nodes; one table, build/matrix.json. Builds each version first
+# (cold: tens of minutes per version; warm: seconds). VERSIONS=1.37 or VERSIONS=1.34,1.35 runs
+# only those. Not part of make test.
+comma := ,
+space := $(empty) $(empty)
+MATRIX_VERSIONS := $(if $(VERSIONS),$(subst $(comma), ,$(VERSIONS)),$(K8S_VERSIONS))
+matrix: $(VENV_STAMP) helm containerd runc cni images ## The smoke suite on every Kubernetes version we claim, one table (VERSIONS=1.37: only those; real nodes, root)
+	@for v in $(MATRIX_VERSIONS); do $(MAKE) --no-print-directory controlplane kubelet K8S=$$v; done
+	@$(PY) -m dra_driver.tools.matrix run --versions $(subst $(space),$(comma),$(strip $(MATRIX_VERSIONS)))
+
+matrix-table: $(VENV_STAMP) ## Regenerate the README's compatibility table from build/matrix.json (the last make matrix)
+	@$(PY) -m dra_driver.tools.matrix readme
