@@ -155,17 +155,20 @@ def check_slice(bed: Bed) -> str:
 # --- shares, whole card, prepare -----------------------------------------------------------------
 
 
-def first_device(bed: Bed) -> str:
-    """The name of the node's first shareable device (the shares are pinned to it)."""
-    names = sorted(
-        d["name"]
-        for s in node_slices(bed)
-        for d in s["spec"].get("devices") or []
-        if d.get("allowMultipleAllocations")
-    )
-    if not names:
-        raise CheckFailedError("the node publishes no shareable device")
-    return str(names[0])
+def quarter_card(bed: Bed) -> tuple[str, str]:
+    """Name and UUID of the first shareable device with 60 CUs: four quarters fill it exactly.
+
+    CEL has no device name, so the shares are pinned to this device by its ``uuid`` attribute.
+    """
+    for device in sorted(
+        (d for s in node_slices(bed) for d in s["spec"].get("devices") or []),
+        key=lambda d: str(d["name"]),
+    ):
+        attributes = device.get("attributes") or {}
+        cores = (attributes.get("computeUnits") or {}).get("int")
+        if device.get("allowMultipleAllocations") and cores == 4 * int(QUARTER["cores"]):
+            return str(device["name"]), str(attributes["uuid"]["string"])
+    raise CheckFailedError("the node publishes no shareable device with 60 CUs (a Z100)")
 
 
 def claim_pod(name: str, node: str, request: dict[str, Any]) -> tuple[dict[str, Any], ...]:
@@ -205,7 +208,10 @@ def ensure_setup(bed: Bed) -> None:
             bed.client.create(paths.collection_path(obj), obj)
         except AlreadyExists:
             pass
-    create_namespace(bed.client, NAMESPACE)
+    try:
+        create_namespace(bed.client, NAMESPACE)
+    except AlreadyExists:
+        pass
 
 
 def pods(bed: Bed) -> dict[str, dict[str, Any]]:
@@ -241,10 +247,11 @@ def delete_pods(bed: Bed, names: list[str]) -> None:
 def check_shares(bed: Bed) -> str:
     """Four quarter shares of one card run; a fifth pod is left Unschedulable."""
     ensure_setup(bed)
-    device = first_device(bed)
+    device, uuid = quarter_card(bed)
+    pinned = f'device.attributes["{DRIVER_NAME}"].uuid == "{uuid}"'
     request = {
         "deviceClassName": "vdcu.dcu.hygon.com",
-        "selectors": [{"cel": {"expression": f'device.name == "{device}"'}}],
+        "selectors": [{"cel": {"expression": pinned}}],
         "capacity": {"requests": dict(QUARTER)},
     }
     names = [f"share-{i}" for i in range(SHARE_PODS)]
@@ -317,9 +324,14 @@ def check_prepare(bed: Bed) -> str:
         description="the plugin removing the share claims' CDI specs (unprepare)",
         interval_s=0.5,
     )
-    after = kubelet_prepared(bed)
-    if after is not None and uids & after:
-        raise CheckFailedError(f"the kubelet still holds {sorted(uids & after)} prepared")
+    if prepared is not None:
+        # The kubelet updates its checkpoint after the plugin answered NodeUnprepareResources.
+        wait_for(
+            lambda: not (uids & (kubelet_prepared(bed) or set())) or None,
+            timeout_s=POD_TIMEOUT_S,
+            description="the kubelet's checkpoint dropping the share claims",
+            interval_s=0.5,
+        )
     seen = "kubelet checkpoint read" if prepared is not None else "kubelet checkpoint not read"
     return f"{len(uids)} claims prepared and unprepared; {seen}"
 
