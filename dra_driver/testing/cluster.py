@@ -89,9 +89,17 @@ def feature_gates(binary: Path = CONTROLPLANE_BINARY) -> dict[str, bool]:
 class ControlPlane:
     """One ``controlplane`` process: an API server, scheduler and controller manager."""
 
-    def __init__(self, *, binary: Path = CONTROLPLANE_BINARY, data_dir: Path) -> None:
+    def __init__(
+        self,
+        *,
+        binary: Path = CONTROLPLANE_BINARY,
+        data_dir: Path,
+        gates_off: Sequence[str] = (),
+    ) -> None:
         self.binary = binary
         self.data_dir = data_dir
+        #: Feature gates of the control plane's list to turn off (``--feature-gates-off``).
+        self.gates_off = tuple(gates_off)
         self.kubeconfig = data_dir / "admin.kubeconfig"
         self.log_file = data_dir / "controlplane.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -140,6 +148,11 @@ class ControlPlane:
                         str(self.data_dir / "state"),
                         "--kubeconfig",
                         str(self.kubeconfig),
+                        *(
+                            [f"--feature-gates-off={','.join(self.gates_off)}"]
+                            if self.gates_off
+                            else []
+                        ),
                     ]
                 ),
                 stdin=subprocess.DEVNULL,

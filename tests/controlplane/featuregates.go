@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -35,7 +37,10 @@ var wantedFeatureGates = []string{
 // own gates: a gate it does not know yet (or any more) would make every
 // component refuse to start, and a gate locked to its default (GA, e.g.
 // DRAResourceClaimDeviceStatus in 1.37) cannot be set and is on anyway.
-func featureGateSettings() (string, []string) {
+//
+// The gates in off are set to false instead (--feature-gates-off): a cluster
+// without them, as a user's may be.
+func featureGateSettings(off []string) (string, []string) {
 	known := utilfeature.DefaultMutableFeatureGate.GetAll()
 	var set, skipped []string
 	for _, name := range wantedFeatureGates {
@@ -45,6 +50,8 @@ func featureGateSettings() (string, []string) {
 			skipped = append(skipped, name+": unknown in this version")
 		case spec.LockToDefault:
 			skipped = append(skipped, fmt.Sprintf("%s: locked to %t", name, spec.Default))
+		case slices.Contains(off, name):
+			set = append(set, name+"=false")
 		default:
 			set = append(set, name+"=true")
 		}
@@ -54,18 +61,50 @@ func featureGateSettings() (string, []string) {
 }
 
 // featureGates is what the components get as --feature-gates.
-func featureGates() string {
-	gates, _ := featureGateSettings()
+func featureGates(off []string) string {
+	gates, _ := featureGateSettings(off)
 	return gates
 }
 
-// printFeatureGates is `controlplane feature-gates`: the gates on one line
-// (for the kubelet of the same version), then one line per gate left out.
-func printFeatureGates() int {
-	gates, skipped := featureGateSettings()
+// printFeatureGates is `controlplane feature-gates [--feature-gates-off=A,B]`:
+// the gates on one line (for the kubelet of the same version), then one line
+// per gate left out.
+func printFeatureGates(args []string) int {
+	var off []string
+	for _, arg := range args {
+		value, ok := strings.CutPrefix(arg, "--feature-gates-off=")
+		if !ok {
+			fmt.Fprintf(os.Stderr, "usage: controlplane feature-gates [--feature-gates-off=A,B] (not %q)\n", arg)
+			return 2
+		}
+		off = append(off, splitGates(value)...)
+	}
+	gates, skipped := featureGateSettings(off)
 	fmt.Println(gates)
 	for _, why := range skipped {
 		fmt.Println("# " + why)
 	}
 	return 0
+}
+
+// splitGates reads "A,B" (spaces and empty items ignored).
+func splitGates(value string) []string {
+	var names []string
+	for _, name := range strings.Split(value, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// checkGatesOff refuses a gate to turn off that is not one of ours: a typo
+// would otherwise leave the gate on without a word.
+func checkGatesOff(off []string) error {
+	for _, name := range off {
+		if !slices.Contains(wantedFeatureGates, name) {
+			return fmt.Errorf("--feature-gates-off=%s: not one of the gates the control plane sets (%s)", name, strings.Join(wantedFeatureGates, ", "))
+		}
+	}
+	return nil
 }

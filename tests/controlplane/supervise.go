@@ -28,6 +28,9 @@ type options struct {
 	dataDir    string
 	kubeconfig string
 	port       int
+	// gatesOff: wanted gates to turn off instead (--feature-gates-off), to see
+	// what the driver does on a cluster without them.
+	gatesOff []string
 }
 
 const (
@@ -202,7 +205,7 @@ func (s *supervisor) run() int {
 		"--service-account-issuer=" + saIssuer,
 		"--service-account-key-file=" + p.saPub,
 		"--service-account-signing-key-file=" + p.saKey,
-		"--feature-gates=" + featureGates(),
+		"--feature-gates=" + featureGates(s.opts.gatesOff),
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 	}
@@ -242,7 +245,7 @@ func (s *supervisor) run() int {
 		"--secure-port=" + strconv.Itoa(schedPort),
 		"--tls-cert-file=" + p.servingCert,
 		"--tls-private-key-file=" + p.servingKey,
-		"--feature-gates=" + featureGates(),
+		"--feature-gates=" + featureGates(s.opts.gatesOff),
 		"--profiling=false",
 	}); err != nil {
 		logger.Print(err)
@@ -270,7 +273,7 @@ func (s *supervisor) run() int {
 		"--root-ca-file=" + p.caCert,
 		"--cluster-signing-cert-file=" + p.caCert,
 		"--cluster-signing-key-file=" + p.caKey,
-		"--feature-gates=" + featureGates(),
+		"--feature-gates=" + featureGates(s.opts.gatesOff),
 		"--profiling=false",
 	}); err != nil {
 		logger.Print(err)

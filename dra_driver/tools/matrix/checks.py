@@ -25,13 +25,16 @@ from dra_driver import DRIVER_NAME
 from dra_driver.cluster.kube import AlreadyExists, ApiError, KubeClient, paths
 from dra_driver.testing.cluster import (
     REPO_ROOT,
+    ControlPlane,
     allocation_results,
     create_namespace,
+    create_ready_node,
     is_pod_running,
     load_yaml,
     pod_claims,
     pod_condition,
 )
+from dra_driver.testing.plugin_process import PluginProcess, dcu_dra_command
 from dra_driver.testing.realnode.node import PAUSE_IMAGE, RealNode
 from dra_driver.testing.waiting import wait_for
 from dra_driver.tools.matrix.model import FAIL, PASS, CheckResult
@@ -391,3 +394,56 @@ def check_health(bed: Bed) -> str:
         interval_s=0.5,
     )
     return f"health {found.group(1)}"
+
+
+# --- a control plane without DRAConsumableCapacity ----------------------------------------------
+
+GATE = "DRAConsumableCapacity"
+GATE_NODE = "gate-off"
+
+
+def check_gate_off(controlplane_binary: Path, work: Path) -> str:
+    """On the version's control plane with the gate off, the plugin says so in one error line.
+
+    A second control plane (``--feature-gates-off``), a Node object and the plugin on a mock
+    node with no kubelet: it publishes, reads its slice back without the sharing fields and must
+    log the one error of :func:`dra_driver.cluster.gates.dropped_message`.
+    """
+    control_plane = ControlPlane(binary=controlplane_binary, data_dir=work, gates_off=(GATE,))
+    plugin: PluginProcess | None = None
+    try:
+        control_plane.start()
+        client = control_plane.client
+        version = str(client.get("/version").get("gitVersion") or "")
+        create_ready_node(client, GATE_NODE)
+        mock_root = work / "dcu"
+        done = subprocess.run(
+            [*dcu_dra_command(), "mock", "create", "--root", str(mock_root)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise CheckFailedError(f"dcu-dra mock create failed: {done.stderr.strip()}")
+        plugin = PluginProcess.in_directory(
+            work / "p", node_name=GATE_NODE, root=mock_root, kubeconfig=control_plane.kubeconfig
+        ).start()
+        wanted = f"the API server (Kubernetes {version}) dropped allowMultipleAllocations"
+        log = plugin.log_file
+        line = wait_for(
+            lambda: next((x for x in log.read_text().splitlines() if wanted in x), None),
+            timeout_s=HEALTH_TIMEOUT_S,
+            description=f"the plugin's error about {GATE} on {version}",
+            interval_s=0.5,
+        )
+        if f"its {GATE} feature gate is off" not in line:
+            raise CheckFailedError(f"the error does not name {GATE}: {line}")
+        count = log.read_text().count(wanted)
+        if count != 1:
+            raise CheckFailedError(f"the error was logged {count} times, not once")
+        stage = line.split(f"its {GATE} feature gate is off (", 1)[1].split(")", 1)[0]
+        return stage
+    finally:
+        if plugin is not None and plugin.process is not None:
+            plugin.stop()
+        control_plane.stop()

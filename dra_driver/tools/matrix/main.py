@@ -137,6 +137,12 @@ def run_version(version: str) -> VersionRun:
                 logger.exception("%s: node teardown failed", version)
                 error = error or f"teardown: {exc}"
         control_plane.stop()
+    if error is None:
+        result = checks.run_check(
+            "gate", lambda: checks.check_gate_off(controlplane_binary, work / "gate-off")
+        )
+        say(f"{version}: gate {result.status} in {result.seconds:.1f} s: {result.detail}")
+        results.append(result)
     ordered = tuple(sorted(results, key=lambda r: CHECK_KEYS.index(r.check)))
     return VersionRun(
         version,

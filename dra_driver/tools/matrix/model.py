@@ -27,6 +27,11 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
     ("prepare", "prepare", "a pod's claim is prepared (CDI spec) and unprepared when it goes"),
     ("health", "health", "the kubelet opens a health stream (its API version)"),
     ("chart", "chart", "the API server accepts every object the Helm chart renders"),
+    (
+        "gate",
+        "gate off",
+        "without DRAConsumableCapacity the plugin logs one error naming the gate and the version",
+    ),
 )
 CHECK_KEYS = tuple(key for key, _, _ in CHECKS)
 

@@ -102,7 +102,7 @@ def test_the_table_has_a_row_per_version_and_names_what_failed() -> None:
     table = render_table([all_passed("1.37.2", 2.0), broken]).splitlines()
     assert table[0].split() == [
         "version", "register", "slice", "4", "shares", "whole", "card",
-        "prepare", "health", "chart", "all",
+        "prepare", "health", "chart", "gate", "off", "all",
     ]  # fmt: skip
     assert set(table[1]) == {"-", " "}
     assert table[2].split() == ["v1.37.2", *["ok", "2.0s"] * len(CHECK_KEYS), "ok"]
