@@ -16,12 +16,14 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	kcmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 )
 
 type options struct {
@@ -51,13 +53,22 @@ const (
 // (or removes) the node.kubernetes.io/not-ready taint that the
 // TaintNodesByCondition admission plugin puts on every new Node; its grace
 // periods are set very long (nodeGracePeriod) because there is no kubelet to
-// heartbeat the fake Nodes of the tests.
-var controllers = strings.Join([]string{
-	"*",
-	"-service-lb-controller",
-	"-node-route-controller",
-	"-cloud-node-lifecycle-controller",
-}, ",")
+// heartbeat the fake Nodes of the tests. Only controllers this version knows
+// are named: 1.37 no longer has the cloud ones, and an unknown name stops the
+// controller manager.
+func controllers() string {
+	list := []string{"*"}
+	for _, name := range []string{
+		"service-lb-controller",
+		"node-route-controller",
+		"cloud-node-lifecycle-controller",
+	} {
+		if slices.Contains(kcmapp.KnownControllers(), name) {
+			list = append(list, "-"+name)
+		}
+	}
+	return strings.Join(list, ",")
+}
 
 var errInterrupted = errors.New("interrupted by a signal")
 
@@ -260,7 +271,7 @@ func (s *supervisor) run() int {
 		"--secure-port=" + strconv.Itoa(kcmPort),
 		"--tls-cert-file=" + p.servingCert,
 		"--tls-private-key-file=" + p.servingKey,
-		"--controllers=" + controllers,
+		"--controllers=" + controllers(),
 		"--node-monitor-grace-period=" + nodeGracePeriod,
 		"--node-startup-grace-period=" + nodeGracePeriod,
 		"--use-service-account-credentials=true",
