@@ -50,7 +50,7 @@ def test_each_version_has_a_row_with_each_check() -> None:
     assert [row.split(" | ")[0] for row in rows] == ["| v1.34.4", "| v1.35.4", "| v1.37.2"]
     assert rows[1].count("**no**") == 1
     assert "yes (DRA v1)" in rows[2]
-    assert rows[2].endswith("| DRAConsumableCapacity |")
+    assert rows[2].endswith("| yes |")
 
 
 def test_what_stopped_a_version_is_listed() -> None:
