@@ -60,14 +60,16 @@ proto: $(VENV_STAMP) ## Regenerate dra_driver/kubeletplugin/_pb from proto/
 check-generated: $(VENV_STAMP) ## Fail if the committed stubs differ from what proto/ generates
 	$(PY) proto/generate.py --check
 
-CONTROLPLANE := build/bin/controlplane
-controlplane: ## Build the local control plane (etcd, kube-apiserver, scheduler, controller-manager)
+# K8S=1.37 builds another Kubernetes version (the "Kubernetes versions" block at the end).
+CONTROLPLANE = $(K8S_BIN)/controlplane
+controlplane: ## Build the local control plane (etcd, kube-apiserver, scheduler, controller-manager; K8S=1.37: that version)
 	@# Go rebuilds only what changed (about a second when nothing did), so this runs every time;
 	@# only the first build, which downloads and compiles k8s.io/kubernetes, is worth a line.
 	@[ -x $(CONTROLPLANE) ] || echo "==> building $(CONTROLPLANE) (the first build downloads k8s.io/kubernetes and takes minutes)"
 	@mkdir -p build/bin
 	@# A cold build prints a line per module it fetches: hundreds; keep only what else Go says.
-	@cd tests/controlplane && $(GO) build -o ../../$(CONTROLPLANE) . 2>&1 | { grep -v '^go: downloading ' || true; }
+	@mkdir -p $(K8S_BIN)
+	@cd tests/controlplane && $(GO) build $(K8S_MODFILE) -o ../../$(CONTROLPLANE) . 2>&1 | { grep -v '^go: downloading ' || true; }
 
 # cdi-inject: the CDI Go library (tags.cncf.io/container-device-interface v1.1.2) applying CDI
 # specs as containerd does; the tests and make demo lay out containers from what it reports.
@@ -170,18 +172,18 @@ CONTAINERD_VERSION := v2.4.2
 RUNC_VERSION := v1.5.3
 CNI_PLUGINS_VERSION := v1.10.0
 CNI_PLUGINS := main/bridge ipam/host-local main/loopback meta/portmap
-KUBELET := $(NODE_BIN)/kubelet
+KUBELET = $(K8S_NODE_BIN)/kubelet
 
 node-binaries: kubelet containerd runc cni ## Build the real node's binaries into build/bin/node/ (kubelet, containerd, runc, CNI)
 
-kubelet: ## Build the real kubelet (k8s.io/kubernetes, the control plane's module) into build/bin/node/
+kubelet: ## Build the real kubelet (k8s.io/kubernetes, the control plane's module) into build/bin/node/ (K8S=1.37: that version)
 	@# Like controlplane: Go rebuilds only what changed (about a second when nothing did). All but
 	@# ~100 of its packages are the control plane's, so after `make controlplane` it takes ~20 s.
 	@# -s -w (as upstream's release builds) only changes the link, not the shared package cache.
-	@[ "$$($(KUBELET) --version 2>/dev/null)" = "Kubernetes $(KUBE_VERSION)" ] \
-		|| echo "==> building $(KUBELET) $(KUBE_VERSION) (a cold build takes minutes)"
-	@mkdir -p $(NODE_BIN)
-	@cd tests/controlplane && $(GO) build -ldflags '-s -w' -o ../../$(KUBELET) ./kubelet 2>&1 | { grep -v '^go: downloading ' || true; }
+	@[ "$$($(KUBELET) --version 2>/dev/null)" = "Kubernetes v$(K8S_FULL)" ] \
+		|| echo "==> building $(KUBELET) v$(K8S_FULL) (a cold build takes minutes)"
+	@mkdir -p $(K8S_NODE_BIN)
+	@cd tests/controlplane && $(GO) build $(K8S_MODFILE) -ldflags '-s -w' -o ../../$(KUBELET) ./kubelet 2>&1 | { grep -v '^go: downloading ' || true; }
 
 KUBECTL := build/bin/kubectl
 kubectl: ## Build the cluster's kubectl (k8s.io/kubectl, the control plane's module) into build/bin/
@@ -286,3 +288,39 @@ volcano: $(VENV_STAMP) controlplane ## Volcano gang jobs on DCU shares through D
 scale: $(VENV_STAMP) controlplane ## 1,000 DCUs on one machine: publish, API load, scheduler throughput (N=nodes DCUS=per node WAVE=pods IDLE_S=)
 	@$(PY) -m bench.scale $(if $(N),--nodes $(N)) $(if $(DCUS),--dcus $(DCUS)) \
 		$(if $(WAVE),--wave $(WAVE)) $(if $(IDLE_S),--idle-s $(IDLE_S)) --json build/scale.json
+
+# ---------------------------------------------------------------------------------------------
+# Kubernetes versions (issue 19): one control-plane source tree builds every version we claim.
+# The default is tests/controlplane/go.mod's (1.36.3); each other version has a go.mod of its own,
+# tests/controlplane/versions/<minor>/go.mod, written by versions/modfile.py from that release's
+# go.mod (make controlplane-modfiles), and `go build -modfile=` builds with it. K8S=<minor> or
+# K8S=<minor.patch> picks one for `make controlplane` and `make kubelet`; its binaries go to
+# build/bin/k8s-<version>/ (controlplane, node/kubelet). A cold build of one version downloads
+# its modules (hundreds of MB) and compiles for tens of minutes on the 2-core machine.
+.PHONY: controlplane-modfiles matrix matrix-table
+K8S_VERSIONS := 1.34.4 1.35.4 1.36.3 1.37.2
+K8S_DEFAULT := $(KUBE_VERSION:v%=%)
+K8S ?=
+K8S_FULL := $(if $(K8S),$(or $(firstword $(filter $(K8S:v%=%) $(K8S:v%=%).%,$(K8S_VERSIONS))),$(error K8S=$(K8S) is not a version we build: pick one of $(K8S_VERSIONS) (or its minor, e.g. K8S=1.37))),$(K8S_DEFAULT))
+K8S_MINOR := $(basename $(K8S_FULL))
+K8S_IS_DEFAULT := $(filter $(K8S_DEFAULT),$(K8S_FULL))
+K8S_BIN := $(if $(K8S_IS_DEFAULT),build/bin,build/bin/k8s-$(K8S_FULL))
+K8S_NODE_BIN := $(if $(K8S_IS_DEFAULT),$(NODE_BIN),build/bin/k8s-$(K8S_FULL)/node)
+K8S_MODFILE := $(if $(K8S_IS_DEFAULT),,-modfile=versions/$(K8S_MINOR)/go.mod)
+
+controlplane-modfiles: ## Write tests/controlplane/versions/*/go.mod again (non-default versions)
+	@$(PYTHON) tests/controlplane/versions/modfile.py $(filter-out $(K8S_DEFAULT),$(K8S_VERSIONS))
+
+# make matrix: the smoke suite (dra_driver/tools/matrix) on each version's own control plane and
+# real kubelet, as root on real nodes; one table, build/matrix.json. Builds each version first
+# (cold: tens of minutes per version; warm: seconds). VERSIONS=1.37 or VERSIONS=1.34,1.35 runs
+# only those. Not part of make test.
+comma := ,
+space := $(empty) $(empty)
+MATRIX_VERSIONS := $(if $(VERSIONS),$(subst $(comma), ,$(VERSIONS)),$(K8S_VERSIONS))
+matrix: $(VENV_STAMP) helm containerd runc cni images ## The smoke suite on every Kubernetes version we claim, one table (VERSIONS=1.37: only those; real nodes, root)
+	@for v in $(MATRIX_VERSIONS); do $(MAKE) --no-print-directory controlplane kubelet K8S=$$v; done
+	@$(PY) -m dra_driver.tools.matrix run --versions $(subst $(space),$(comma),$(strip $(MATRIX_VERSIONS)))
+
+matrix-table: $(VENV_STAMP) ## Regenerate the README's compatibility table from build/matrix.json (the last make matrix)
+	@$(PY) -m dra_driver.tools.matrix readme

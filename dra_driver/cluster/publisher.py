@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dra_driver.cluster.gates import CONSUMABLE_CAPACITY, DEVICE_TAINTS, dropped_message
 from dra_driver.cluster.kube import paths
 from dra_driver.cluster.kube.client import KubeClient, WatchStream
 from dra_driver.cluster.kube.errors import ApiError, Gone, KubeError, NotFound, is_unreachable
@@ -51,21 +52,6 @@ RESYNC_PERIOD_S = 300.0
 #: Watch events arrive in bursts (the kubelet deletes slices one by one): wait this long for
 #: the burst to end, then sync once.
 EVENT_DEBOUNCE_S = 0.1
-
-CONSUMABLE_CAPACITY_DROPPED = (
-    "the API server dropped allowMultipleAllocations/requestPolicy from ResourceSlice {name}: "
-    "the DRAConsumableCapacity feature gate is off, so DCUs cannot be shared. Enable it on "
-    "kube-apiserver, kube-scheduler and the kubelet (beta and on by default from Kubernetes "
-    "1.36; alpha in 1.34/1.35: --feature-gates=DRAConsumableCapacity=true), or run the plugin "
-    "with --sharing=exclusive to publish whole DCUs only."
-)
-
-DEVICE_TAINTS_DROPPED = (
-    "the API server dropped the device taints from ResourceSlice {name}: the DRADeviceTaints "
-    "feature gate is off, so unhealthy DCUs stay schedulable. Enable it on kube-apiserver and "
-    "kube-scheduler (beta and on by default from Kubernetes 1.36; alpha in 1.34/1.35: "
-    "--feature-gates=DRADeviceTaints=true)."
-)
 
 
 class SlicePublisher:
@@ -331,12 +317,25 @@ class SlicePublisher:
         )
         if sent_shared and not stored_shared and not self._dropped_fields:
             self._dropped_fields = True
-            logger.error(CONSUMABLE_CAPACITY_DROPPED.format(name=stored["metadata"]["name"]))
+            logger.error(
+                dropped_message(
+                    CONSUMABLE_CAPACITY, stored["metadata"]["name"], self._server_version()
+                )
+            )
         sent_taints = any(d.get("taints") for d in sent["spec"]["devices"])
         stored_taints = any(d.get("taints") for d in stored["spec"].get("devices") or [])
         if sent_taints and not stored_taints and not self._dropped_taints:
             self._dropped_taints = True
-            logger.error(DEVICE_TAINTS_DROPPED.format(name=stored["metadata"]["name"]))
+            logger.error(
+                dropped_message(DEVICE_TAINTS, stored["metadata"]["name"], self._server_version())
+            )
+
+    def _server_version(self) -> str:
+        """The API server's gitVersion for the gate messages; "" when it cannot be read."""
+        try:
+            return str(self._client.get("/version").get("gitVersion") or "")
+        except KubeError:
+            return ""
 
     def _effective_devices(self, devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """What the server will store: without the sharing fields or taints when it drops them.

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     # be circular.
     from dra_driver.kubeletplugin.servicer import DraService
 
-log = CallLogger(logging.getLogger(__name__))
+logger = logging.getLogger(__name__)
+log = CallLogger(logger)
 
 
 class DraServicer:
@@ -40,18 +41,30 @@ class DraServicer:
     helper's v1beta1 wrapper drops it, so we do too.
     """
 
-    def __init__(self, service: DraService, *, pb2: ModuleType, has_share_id: bool) -> None:
+    def __init__(
+        self, service: DraService, *, pb2: ModuleType, has_share_id: bool, version: str = ""
+    ) -> None:
         self.service = service
         self.pb2 = pb2
         self.has_share_id = has_share_id
+        self.version = version
+        self._called = False
 
     def NodePrepareResources(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Prepare the requested claims."""
+        self._first_call("NodePrepareResources")
         return _answer(context, lambda: self._prepare(request, context))
 
     def NodeUnprepareResources(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Unprepare the requested claims."""
+        self._first_call("NodeUnprepareResources")
         return _answer(context, lambda: self._unprepare(request, context))
+
+    def _first_call(self, method: str) -> None:
+        """Log once which DRA API version the kubelet speaks (it picks one at registration)."""
+        if not self._called:
+            self._called = True
+            logger.info("the kubelet's first DRA %s call: %s", self.version, method)
 
     def _prepare(self, request: Any, context: grpc.ServicerContext) -> Any:
         outcomes = self.service.prepare(_requested(request), timeout_s=context.time_remaining())
@@ -110,8 +123,8 @@ def _answer(context: grpc.ServicerContext, build: Callable[[], Any]) -> Any:
 def add_dra_services(server: grpc.Server, service: DraService) -> None:
     """Serve ``service`` as v1 and v1beta1 ``DRAPlugin`` on ``server``."""
     dra_v1_pb2_grpc.add_DRAPluginServicer_to_server(
-        DraServicer(service, pb2=dra_v1_pb2, has_share_id=True), server
+        DraServicer(service, pb2=dra_v1_pb2, has_share_id=True, version="v1"), server
     )
     dra_v1beta1_pb2_grpc.add_DRAPluginServicer_to_server(
-        DraServicer(service, pb2=dra_v1beta1_pb2, has_share_id=False), server
+        DraServicer(service, pb2=dra_v1beta1_pb2, has_share_id=False, version="v1beta1"), server
     )

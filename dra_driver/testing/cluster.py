@@ -54,11 +54,48 @@ class ControlPlaneError(DriverError):
     """The control plane binary is missing, failed to start or died."""
 
 
+def parse_feature_gates(text: str) -> dict[str, bool]:
+    """The gates of ``controlplane feature-gates``'s first line, ``A=true,B=false``.
+
+    The lines after it (``# Gate: why it is left out``) are comments. A malformed pair raises
+    :class:`ControlPlaneError` naming it.
+    """
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    gates: dict[str, bool] = {}
+    for pair in lines[0].split(",") if lines else []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name or value not in ("true", "false"):
+            raise ControlPlaneError(
+                f"controlplane feature-gates printed {pair!r}: expected Name=true or Name=false; "
+                "rebuild the control plane (make controlplane)"
+            )
+        gates[name] = value == "true"
+    return gates
+
+
+def feature_gates(binary: Path = CONTROLPLANE_BINARY) -> dict[str, bool]:
+    """The feature gates ``binary`` turns on: its components' and its version's kubelet's."""
+    done = subprocess.run(
+        [str(binary), "feature-gates"], capture_output=True, text=True, check=False, timeout=60
+    )
+    if done.returncode != 0:
+        raise ControlPlaneError(
+            f"{binary} feature-gates failed ({done.returncode}): {done.stderr.strip()[-500:]}; "
+            "rebuild it (make controlplane, with K8S= for another version)"
+        )
+    return parse_feature_gates(done.stdout)
+
+
 class ControlPlane:
     """One ``controlplane`` process: an API server, scheduler and controller manager."""
 
     def __init__(
-        self, *, binary: Path = CONTROLPLANE_BINARY, data_dir: Path, audit_log: Path | None = None
+        self,
+        *,
+        binary: Path = CONTROLPLANE_BINARY,
+        data_dir: Path,
+        audit_log: Path | None = None,
+        gates_off: Sequence[str] = (),
     ) -> None:
         """Describe the control plane; nothing runs until :meth:`start`.
 
@@ -68,6 +105,8 @@ class ControlPlane:
         self.binary = binary
         self.data_dir = data_dir
         self.audit_log = audit_log
+        #: Feature gates of the control plane's list to turn off (``--feature-gates-off``).
+        self.gates_off = tuple(gates_off)
         self.kubeconfig = data_dir / "admin.kubeconfig"
         self.log_file = data_dir / "controlplane.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -117,6 +156,11 @@ class ControlPlane:
                         "--kubeconfig",
                         str(self.kubeconfig),
                         *([] if self.audit_log is None else ["--audit-log", str(self.audit_log)]),
+                        *(
+                            [f"--feature-gates-off={','.join(self.gates_off)}"]
+                            if self.gates_off
+                            else []
+                        ),
                     ]
                 ),
                 stdin=subprocess.DEVNULL,

@@ -119,3 +119,46 @@ def test_a_sync_that_never_failed_logs_no_recovery(
     run_until_synced(mock_root, [])
     assert messages(caplog, logging.WARNING) == messages(caplog, logging.ERROR) == []
     assert not [m for m in messages(caplog, logging.INFO) if "after" in m]
+
+
+class DroppingClient(FlakyClient):
+    """An API server of ``version`` without DRAConsumableCapacity: it drops the sharing fields."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__([])
+        self.version = version
+
+    def get(self, path: str) -> dict[str, Any]:
+        if path == "/version":
+            return {"gitVersion": self.version}
+        return super().get(path)
+
+    def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        stored = super().create(path, body)
+        for device in stored["spec"]["devices"]:
+            device.pop("allowMultipleAllocations", None)
+            for capacity in (device.get("capacity") or {}).values():
+                capacity.pop("requestPolicy", None)
+        return stored
+
+
+def test_dropped_sharing_fields_are_one_error_naming_the_gate_and_the_version(
+    mock_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = build_pool(
+        discover(mock_root), driver=DRIVER_NAME, node_name=NODE, sharing=Sharing.CONSUMABLE
+    )
+    client = DroppingClient("v1.34.4")
+    publisher: SlicePublisher
+
+    def stop() -> None:
+        publisher._stopping.set()
+
+    publisher = SlicePublisher(client, pool, sleep=lambda _s: None, on_synced=stop)  # type: ignore[arg-type]
+    publisher._dirty.set()
+    with caplog.at_level(logging.ERROR):
+        publisher._sync_loop()
+    (error,) = messages(caplog, logging.ERROR)
+    assert error.startswith("the API server (Kubernetes v1.34.4) dropped allowMultipleAllocations")
+    assert "DRAConsumableCapacity feature gate is off (alpha and off by default in 1.34)" in error
+    assert publisher.consumable_capacity_dropped

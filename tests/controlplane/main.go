@@ -35,6 +35,8 @@ func main() {
 			os.Exit(runUpstream(schedulerapp.NewSchedulerCommand()))
 		case "controller-manager":
 			os.Exit(runUpstream(kcmapp.NewControllerManagerCommand()))
+		case "feature-gates":
+			os.Exit(printFeatureGates(os.Args[2:]))
 		}
 	}
 
@@ -50,8 +52,10 @@ func main() {
 	fs.StringVar(&opts.kubeconfig, "kubeconfig", "", "where to write the admin kubeconfig (mode 0600)")
 	fs.IntVar(&opts.port, "port", 0, "kube-apiserver secure port on 127.0.0.1 (0: pick a free port)")
 	fs.StringVar(&opts.auditLog, "audit-log", "", "write kube-apiserver's audit log (JSON lines, one event per request stage, Metadata level) to this file (empty: no audit log)")
+	var gatesOff string
+	fs.StringVar(&gatesOff, "feature-gates-off", "", "comma-separated feature gates of ours to turn off (a cluster without them)")
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: %s --data-dir DIR --kubeconfig FILE [--port N] [--audit-log FILE]\n", os.Args[0])
+		fmt.Fprintf(os.Stderr, "usage: %s --data-dir DIR --kubeconfig FILE [--port N] [--audit-log FILE] [--feature-gates-off=A,B]\n       %s feature-gates [--feature-gates-off=A,B]\n", os.Args[0], os.Args[0])
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -59,6 +63,11 @@ func main() {
 	}
 	if opts.dataDir == "" || opts.kubeconfig == "" || fs.NArg() != 0 || opts.port < 0 || opts.port > 65535 {
 		fs.Usage()
+		os.Exit(2)
+	}
+	opts.gatesOff = splitGates(gatesOff)
+	if err := checkGatesOff(opts.gatesOff); err != nil {
+		fmt.Fprintln(os.Stderr, "controlplane:", err)
 		os.Exit(2)
 	}
 	os.Exit(supervise(opts))

@@ -16,12 +16,14 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	kcmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 )
 
 type options struct {
@@ -29,6 +31,9 @@ type options struct {
 	kubeconfig string
 	port       int
 	auditLog   string // non-empty: kube-apiserver writes a Metadata-level audit log here
+	// gatesOff: wanted gates to turn off instead (--feature-gates-off), to see
+	// what the driver does on a cluster without them.
+	gatesOff []string
 }
 
 const (
@@ -43,38 +48,28 @@ const (
 	nodeGracePeriod = "87600h"
 )
 
-// featureGates are passed to kube-apiserver, kube-scheduler and
-// kube-controller-manager. They are all on by default in 1.36 (beta) and are
-// listed explicitly so that the test cluster does not silently change when a
-// default flips. Gates that are GA and locked (DynamicResourceAllocation,
-// DRAAdminAccess, ServiceAccountTokenPodNodeInfo, ...) cannot be set and are
-// on anyway.
-var featureGates = strings.Join([]string{
-	"DRAConsumableCapacity=true",
-	"DRAPartitionableDevices=true",
-	"DRADeviceTaints=true",
-	"DRADeviceBindingConditions=true",
-	"DRAExtendedResource=true",
-	"DRAResourceClaimDeviceStatus=true",
-	"DRAResourceClaimGranularStatusAuthorization=true",
-	"DRASchedulerFilterTimeout=true",
-	"ResourceHealthStatus=true",
-	"ResourceHealthStatusMessage=true",
-}, ",")
-
 // controllers for kube-controller-manager: every default controller except
 // the cloud-provider ones (no-ops without a cloud anyway). The node lifecycle
 // controller stays on because it is what turns a Node's Ready condition into
 // (or removes) the node.kubernetes.io/not-ready taint that the
 // TaintNodesByCondition admission plugin puts on every new Node; its grace
 // periods are set very long (nodeGracePeriod) because there is no kubelet to
-// heartbeat the fake Nodes of the tests.
-var controllers = strings.Join([]string{
-	"*",
-	"-service-lb-controller",
-	"-node-route-controller",
-	"-cloud-node-lifecycle-controller",
-}, ",")
+// heartbeat the fake Nodes of the tests. Only controllers this version knows
+// are named: 1.37 no longer has the cloud ones, and an unknown name stops the
+// controller manager.
+func controllers() string {
+	list := []string{"*"}
+	for _, name := range []string{
+		"service-lb-controller",
+		"node-route-controller",
+		"cloud-node-lifecycle-controller",
+	} {
+		if slices.Contains(kcmapp.KnownControllers(), name) {
+			list = append(list, "-"+name)
+		}
+	}
+	return strings.Join(list, ",")
+}
 
 var errInterrupted = errors.New("interrupted by a signal")
 
@@ -222,7 +217,7 @@ func (s *supervisor) run() int {
 		"--service-account-issuer=" + saIssuer,
 		"--service-account-key-file=" + p.saPub,
 		"--service-account-signing-key-file=" + p.saKey,
-		"--feature-gates=" + featureGates,
+		"--feature-gates=" + featureGates(s.opts.gatesOff),
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 	}
@@ -270,7 +265,7 @@ func (s *supervisor) run() int {
 		"--secure-port=" + strconv.Itoa(schedPort),
 		"--tls-cert-file=" + p.servingCert,
 		"--tls-private-key-file=" + p.servingKey,
-		"--feature-gates=" + featureGates,
+		"--feature-gates=" + featureGates(s.opts.gatesOff),
 		"--profiling=false",
 	}); err != nil {
 		logger.Print(err)
@@ -285,7 +280,7 @@ func (s *supervisor) run() int {
 		"--secure-port=" + strconv.Itoa(kcmPort),
 		"--tls-cert-file=" + p.servingCert,
 		"--tls-private-key-file=" + p.servingKey,
-		"--controllers=" + controllers,
+		"--controllers=" + controllers(),
 		"--node-monitor-grace-period=" + nodeGracePeriod,
 		"--node-startup-grace-period=" + nodeGracePeriod,
 		"--use-service-account-credentials=true",
@@ -298,7 +293,7 @@ func (s *supervisor) run() int {
 		"--root-ca-file=" + p.caCert,
 		"--cluster-signing-cert-file=" + p.caCert,
 		"--cluster-signing-key-file=" + p.caKey,
-		"--feature-gates=" + featureGates,
+		"--feature-gates=" + featureGates(s.opts.gatesOff),
 		"--profiling=false",
 	}); err != nil {
 		logger.Print(err)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dra_driver.testing.cluster import ControlPlane, ControlPlaneError
+from dra_driver.testing.cluster import ControlPlane, ControlPlaneError, parse_feature_gates
 
 FAKE_BINARY = """\
 #!/bin/bash
@@ -70,3 +70,14 @@ def test_outage_signals_need_a_running_control_plane(tmp_path: Path) -> None:
         ControlPlaneError, match=r"^control plane not running; cannot send SIGUSR2$"
     ):
         plane.start_apiserver()
+
+
+def test_feature_gates_are_read_from_the_first_line_and_comments_are_skipped() -> None:
+    text = "A=true,B=false\n# C: unknown in this version\n"
+    assert parse_feature_gates(text) == {"A": True, "B": False}
+    assert parse_feature_gates("\n") == {}
+
+
+def test_a_malformed_feature_gate_says_to_rebuild() -> None:
+    with pytest.raises(ControlPlaneError, match=r"printed 'A=yes'.*make controlplane"):
+        parse_feature_gates("A=yes")

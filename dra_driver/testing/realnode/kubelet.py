@@ -24,14 +24,18 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dra_driver.errors import DriverError
 from dra_driver.testing.fakekubelet.model import PreparedClaim, PreparedDevice
 from dra_driver.testing.processes import dies_with_parent, log_tail, terminate
 
-#: As tests/controlplane/supervise.go passes to the control plane (all beta, on by default).
+#: As tests/controlplane/featuregates.go passes to the default control plane (1.36: all beta, on
+#: by default). Another version's kubelet gets what its own ``controlplane feature-gates`` says
+#: (:func:`dra_driver.testing.cluster.feature_gates`): a gate that version does not know would
+#: stop the kubelet.
 FEATURE_GATES: dict[str, bool] = {
     "DRAConsumableCapacity": True,
     "DRAPartitionableDevices": True,
@@ -68,6 +72,7 @@ class Kubelet:
     runtime_endpoint: str
     cgroup_root: str
     port: int = 0
+    feature_gates: Mapping[str, bool] = field(default_factory=lambda: dict(FEATURE_GATES))
 
     def __post_init__(self) -> None:
         self.root_dir = self.base / "root"
@@ -115,7 +120,7 @@ class Kubelet:
                 "x509": {},
             },
             "authorization": {"mode": "AlwaysAllow"},
-            "featureGates": FEATURE_GATES,
+            "featureGates": dict(self.feature_gates),
             "failSwapOn": False,
             "podLogsDir": str(self.pod_logs_dir),
             "volumePluginDir": str(self.base / "volume-plugins"),

@@ -61,7 +61,7 @@ from dra_driver.testing.plugin_process import PluginProcess, dcu_dra_command
 from dra_driver.testing.realnode.cni import write_cni_config
 from dra_driver.testing.realnode.containerd import Containerd
 from dra_driver.testing.realnode.hoststate import HostGuard, create_cgroup_root
-from dra_driver.testing.realnode.kubelet import Kubelet, KubeletError
+from dra_driver.testing.realnode.kubelet import FEATURE_GATES, Kubelet, KubeletError
 from dra_driver.testing.waiting import wait_for
 
 NODE_BIN = REPO_ROOT / "build" / "bin" / "node"
@@ -182,6 +182,8 @@ class RealNode:
         snapshotter: str = "overlayfs",
         plugin_args: tuple[str, ...] = (),
         plugin_identity: bool = True,
+        kubelet_binary: Path | None = None,
+        feature_gates: Mapping[str, bool] | None = None,
     ) -> None:
         self.client = client
         self.kubeconfig = kubeconfig
@@ -213,11 +215,12 @@ class RealNode:
         (self.base / OWNER_FILE).write_text(str(os.getpid()))
         self.kubelet = Kubelet(
             base=self.base / "kl",
-            binary=NODE_BIN / "kubelet",
+            binary=kubelet_binary or NODE_BIN / "kubelet",
             node_ip=node_ip,
             kubeconfig=kubeconfig,
             runtime_endpoint=self.containerd.endpoint,
             cgroup_root=self.cgroup_root,
+            feature_gates=dict(FEATURE_GATES if feature_gates is None else feature_gates),
         )
         self.plugin_identity = plugin_identity
         self.plugin_args = plugin_args

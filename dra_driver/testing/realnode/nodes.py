@@ -14,6 +14,7 @@ first would otherwise delete the later nodes' bridges as "new links".
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from dra_driver.cluster.kube import KubeClient
@@ -39,6 +40,8 @@ class RealNodes:
         count: int = 2,
         plugin_identity: bool = True,
         plugin_args: tuple[str, ...] = (),
+        kubelet_binary: Path | None = None,
+        feature_gates: Mapping[str, bool] | None = None,
     ) -> None:
         if not 1 <= count <= 100:
             raise ValueError(f"count must be 1 to 100 real nodes, not {count}")
@@ -47,6 +50,9 @@ class RealNodes:
         self.count = count
         self.plugin_identity = plugin_identity
         self.plugin_args = plugin_args
+        #: Another Kubernetes version's kubelet and its gates (None: build/bin/node/kubelet).
+        self.kubelet_binary = kubelet_binary
+        self.feature_gates = feature_gates
         self.nodes: list[RealNode] = []
         #: What the sweep of killed runs restored, and every node's restore (for reports).
         self.swept: list[str] = []
@@ -69,6 +75,8 @@ class RealNodes:
                 index=index,
                 plugin_args=self.plugin_args,
                 plugin_identity=self.plugin_identity,
+                kubelet_binary=self.kubelet_binary,
+                feature_gates=self.feature_gates,
             )
             self.swept.extend(node.swept)
             self.nodes.append(node)

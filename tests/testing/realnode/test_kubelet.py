@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from dra_driver.testing.realnode.kubelet import DRA_CHECKPOINT, read_prepared_claims
+from dra_driver.testing.realnode.kubelet import (
+    DRA_CHECKPOINT,
+    FEATURE_GATES,
+    Kubelet,
+    read_prepared_claims,
+)
 
 CDI_ID = "k8s.dcu.hygon.com/dcu=uid-1-dcu-0000-3b-00-0-share-1"
 
@@ -64,3 +69,22 @@ def test_no_checkpoint_is_nothing_prepared_and_a_broken_one_raises(tmp_path: Pat
     (tmp_path / DRA_CHECKPOINT).write_text("{}")
     with pytest.raises(KeyError):
         read_prepared_claims(tmp_path)
+
+
+def kubelet(tmp_path: Path, **kwargs: object) -> Kubelet:
+    return Kubelet(
+        base=tmp_path,
+        binary=tmp_path / "kubelet",
+        node_ip="127.0.0.1",
+        kubeconfig=tmp_path / "kubeconfig",
+        runtime_endpoint="unix:///run/containerd.sock",
+        cgroup_root="/x",
+        port=10250,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_the_kubelet_gets_the_default_gates_or_those_of_its_version(tmp_path: Path) -> None:
+    assert kubelet(tmp_path).config()["featureGates"] == FEATURE_GATES
+    older = {"DRAConsumableCapacity": True, "ResourceHealthStatus": True}
+    assert kubelet(tmp_path, feature_gates=older).config()["featureGates"] == older
