@@ -53,6 +53,22 @@ def short_sock_dir() -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@pytest.fixture
+def audited_plane(short_sock_dir: Path) -> Iterator[ControlPlane]:
+    """A control plane of its own whose API server writes an audit log (the session's has none).
+
+    For tests that count requests where they arrive (``bench.scale_audit`` reads the log).
+    """
+    if not CONTROLPLANE_BINARY.exists():
+        pytest.fail(f"{CONTROLPLANE_BINARY} does not exist: run `make controlplane`", pytrace=False)
+    plane = ControlPlane(data_dir=short_sock_dir / "cp", audit_log=short_sock_dir / "audit.log")
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """The local control plane (build/bin/controlplane), one per test session.

@@ -7,7 +7,6 @@ the run's nodes must be the only ones the scheduler may pick). Timings are not j
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,23 +14,11 @@ import pytest
 from bench.scale import Settings, run_scale
 from bench.scale_report import render_text
 from bench.scale_workload import mixed_plan, whole_plan
-from dra_driver.testing.cluster import CONTROLPLANE_BINARY, ControlPlane
+from dra_driver.testing.cluster import ControlPlane
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TINY = Settings(nodes=2, dcus=2, wave=5, idle_s=3.0, after_restart_s=2.0)
-
-
-@pytest.fixture
-def audited_plane(short_sock_dir: Path) -> Iterator[ControlPlane]:
-    if not CONTROLPLANE_BINARY.exists():
-        pytest.fail(f"{CONTROLPLANE_BINARY} does not exist: run `make controlplane`", pytrace=False)
-    plane = ControlPlane(data_dir=short_sock_dir / "cp", audit_log=short_sock_dir / "audit.log")
-    plane.start()
-    try:
-        yield plane
-    finally:
-        plane.stop()
 
 
 def test_tiny_scale_run_reports_every_figure_and_finds_nothing_wrong(

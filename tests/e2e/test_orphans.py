@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ from bench.scale_audit import daemon_node as node_of_agent
 from bench.scale_audit import parse_requests
 from dra_driver.cluster.kube import Conflict, KubeClient, NotFound, paths
 from dra_driver.testing.cluster import (
-    CONTROLPLANE_BINARY,
     ControlPlane,
     create_namespace,
     unique_name,
@@ -238,19 +237,6 @@ def test_a_deleted_claim_stays_prepared_while_its_pod_holds_it(
     )
     with pytest.raises(NotFound):
         kube.get(paths.resource_claims(namespace, name))
-
-
-@pytest.fixture
-def audited_plane(short_sock_dir: Path) -> Iterator[ControlPlane]:
-    """A control plane of its own with an audit log (the session's has none)."""
-    if not CONTROLPLANE_BINARY.exists():
-        pytest.fail(f"{CONTROLPLANE_BINARY} does not exist: run `make controlplane`", pytrace=False)
-    plane = ControlPlane(data_dir=short_sock_dir / "cp", audit_log=short_sock_dir / "audit.log")
-    plane.start()
-    try:
-        yield plane
-    finally:
-        plane.stop()
 
 
 def test_an_idle_sweep_over_many_claims_is_one_list_at_the_api_server(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,22 +24,10 @@ from dra_driver.cluster.kube import (
 )
 from dra_driver.testing.cluster import (
     ControlPlane,
-    create_namespace,
-    delete_namespace,
     unique_name,
 )
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def ns(control_plane: ControlPlane) -> Iterator[str]:
-    name = unique_name("kube-client")
-    create_namespace(control_plane.client, name)
-    try:
-        yield name
-    finally:
-        delete_namespace(control_plane.client, name)
 
 
 @pytest.fixture
