@@ -41,7 +41,7 @@ import pytest
 from dra_driver import DRIVER_NAME
 from dra_driver.cluster.kube import ApiError, KubeClient, KubeError, NotFound, paths
 from dra_driver.kubeletplugin._pb import dra_v1_pb2, dra_v1_pb2_grpc
-from dra_driver.node.mock import DEFAULT_CONFIG, create_mock_node, parse_config
+from dra_driver.node.mock import DEFAULT_CONFIG, MockConfig, create_mock_node, parse_config
 from dra_driver.testing.cluster import (
     ControlPlane,
     create_namespace,
@@ -214,26 +214,31 @@ class DcuNode:
 
 
 class DcuNodeFactory(Protocol):
-    def __call__(self, *extra_args: str, **kubelet_options: Any) -> DcuNode: ...
+    def __call__(
+        self, *extra_args: str, mock: MockConfig = DEFAULT_CONFIG, **kubelet_options: Any
+    ) -> DcuNode: ...
 
 
 @pytest.fixture
 def dcu_node(
     control_plane: ControlPlane, fake_kubelet: FakeKubeletFactory, short_sock_dir: Path
 ) -> Iterator[DcuNodeFactory]:
-    """Start a fake kubelet and the daemon on a default mock node, mounted as the DaemonSet does.
+    """Start a fake kubelet and the daemon on a mock node, mounted as the DaemonSet does.
 
     Returns once the kubelet has registered the daemon and its ResourceSlice is visible.
-    ``extra_args`` go to the daemon, ``kubelet_options`` to :class:`FakeKubelet`. Depends on
+    ``extra_args`` go to the daemon, ``mock`` lays out the node (default: the default mock
+    node), ``kubelet_options`` go to :class:`FakeKubelet`. Depends on
     ``fake_kubelet`` so the daemons are killed before their kubelets stop.
     """
     nodes: list[DcuNode] = []
 
-    def start(*extra_args: str, **kubelet_options: Any) -> DcuNode:
+    def start(
+        *extra_args: str, mock: MockConfig = DEFAULT_CONFIG, **kubelet_options: Any
+    ) -> DcuNode:
         kubelet = fake_kubelet(**kubelet_options)
         base = short_sock_dir / f"d{len(nodes)}"
         root = base / "node"
-        create_mock_node(root)
+        create_mock_node(root, mock)
         plugin = PluginProcess.for_kubelet(
             kubelet, base, root=root, kubeconfig=control_plane.kubeconfig, extra_args=extra_args
         )

@@ -11,19 +11,15 @@ tasks on a node of one card start four and hold their shares while the fifth wai
 from __future__ import annotations
 
 import copy
-import signal
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dra_driver import DRIVER_NAME
 from dra_driver.cluster.kube import KubeClient, paths
 from dra_driver.node.devices import discover
-from dra_driver.node.mock import create_mock_node, parse_config
+from dra_driver.node.mock import parse_config
 from dra_driver.testing.cluster import (
-    ControlPlane,
     allocation_results,
     is_pod_running,
     load_yaml,
@@ -31,9 +27,8 @@ from dra_driver.testing.cluster import (
     wait_for_pod_running,
 )
 from dra_driver.testing.invariants import node_state_problems
-from dra_driver.testing.plugin_process import PluginProcess
 from dra_driver.testing.waiting import wait_for
-from tests.e2e.conftest import DEPLOY_DIR, ONE_Z100, DcuNode, DcuNodeFactory, FakeKubeletFactory
+from tests.e2e.conftest import DEPLOY_DIR, ONE_Z100, DcuNode, DcuNodeFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("device_classes")]
 
@@ -120,33 +115,9 @@ def test_volcano_examples_are_allocated_and_prepared_with_disjoint_cu_masks(
 
 
 @pytest.fixture
-def one_card_node(
-    control_plane: ControlPlane, fake_kubelet: FakeKubeletFactory, short_sock_dir: Path
-) -> Iterator[Callable[[dict[str, str]], DcuNode]]:
-    """Start fake-kubelet nodes of one Z100 each (with extra labels), with the real plugin.
-
-    The plugins are killed afterwards, before their kubelets stop.
-    """
-    nodes: list[DcuNode] = []
-
-    def start(labels: dict[str, str]) -> DcuNode:
-        kubelet = fake_kubelet(node_labels=labels)
-        base = short_sock_dir / f"c{len(nodes)}"
-        root = base / "node"
-        create_mock_node(root, parse_config({"devices": ONE_Z100}))
-        plugin = PluginProcess.for_kubelet(
-            kubelet, base, root=root, kubeconfig=control_plane.kubeconfig
-        )
-        nodes.append(DcuNode(kubelet, plugin, root))
-        plugin.start().wait_for_registration_socket()
-        kubelet.wait_for_plugin(DRIVER_NAME, timeout_s=30)
-        plugin.wait_for_slices(control_plane.client)
-        return nodes[-1]
-
-    yield start
-    for node in nodes:
-        if node.plugin.process is not None:
-            node.plugin.stop(signal.SIGKILL)
+def one_card_node(dcu_node: DcuNodeFactory) -> Callable[[dict[str, str]], DcuNode]:
+    """Start fake-kubelet nodes of one Z100 each (with extra labels), with the real plugin."""
+    return lambda labels: dcu_node(mock=parse_config({"devices": ONE_Z100}), node_labels=labels)
 
 
 def test_without_a_gang_scheduler_five_quarter_tasks_on_one_card_start_four(
