@@ -66,6 +66,22 @@ func featureGates(off []string) string {
 	return gates
 }
 
+// runtimeConfig is the API server's --runtime-config for the gates set, or
+// "". In 1.34 DRADeviceTaints alone (there is no DRADeviceTaintRules gate yet)
+// makes kube-scheduler and the controller manager watch DeviceTaintRules, which
+// exist only in resource.k8s.io/v1alpha3, an API the server does not serve by
+// default: the scheduler then never syncs its informers and never becomes
+// ready. From 1.35 on the rules have their own gate, which we do not set.
+func runtimeConfig(off []string) string {
+	known := utilfeature.DefaultMutableFeatureGate.GetAll()
+	_, hasRulesGate := known[featuregate.Feature("DRADeviceTaintRules")]
+	taints, hasTaints := known[featuregate.Feature("DRADeviceTaints")]
+	if hasRulesGate || !hasTaints || taints.Default || slices.Contains(off, "DRADeviceTaints") {
+		return ""
+	}
+	return "resource.k8s.io/v1alpha3=true"
+}
+
 // printFeatureGates is `controlplane feature-gates [--feature-gates-off=A,B]`:
 // the gates on one line (for the kubelet of the same version), then one line
 // per gate left out.

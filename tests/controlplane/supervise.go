@@ -221,6 +221,9 @@ func (s *supervisor) run() int {
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 	}
+	if config := runtimeConfig(s.opts.gatesOff); config != "" {
+		s.apiserverArgs = append(s.apiserverArgs, "--runtime-config="+config)
+	}
 	if s.opts.auditLog != "" {
 		auditArgs, err := auditFlags(abs, s.opts.auditLog)
 		if err != nil {
