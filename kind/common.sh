@@ -105,4 +105,13 @@ featureGates:
   DRADeviceTaints: true
 GATES
     fi
+    # 1.34 has no DRADeviceTaintRules gate: DRADeviceTaints alone makes the scheduler watch
+    # DeviceTaintRules, served only in resource.k8s.io/v1alpha3, off by default; without it the
+    # scheduler never becomes ready (found by make matrix on 1.34.4).
+    if ((minor == 34)); then
+        cat <<'RUNTIME'
+runtimeConfig:
+  resource.k8s.io/v1alpha3: "true"
+RUNTIME
+    fi
 }

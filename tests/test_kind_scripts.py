@@ -110,6 +110,9 @@ def test_kind_config_for_1_34_and_1_35_turns_on_the_dra_gates(version: str) -> N
         "DRAExtendedResource": True,
         "DRADeviceTaints": True,
     }
+    # 1.34's scheduler watches DeviceTaintRules (v1alpha3 only) under DRADeviceTaints.
+    expected_runtime = {"resource.k8s.io/v1alpha3": "true"} if "1.34" in version else None
+    assert config.get("runtimeConfig") == expected_runtime
     assert len(config["nodes"]) == 3
 
 
