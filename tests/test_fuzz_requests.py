@@ -72,8 +72,10 @@ MARKER = "fuzzmark"
 POOL = "<pool>"
 SHARE_ID = "<shareID>"
 #: A deep-nesting config (``ClaimCase.nest_depth``) at or beyond this depth cannot be read back
-#: by Python's json (its recursion limit); the daemon reads it from the API server as JSON.
-UNREADABLE_DEPTH = 1000
+#: from the API server: the daemon decodes with orjson (at most 1024 levels, the claim's own
+#: included), then with Python's json (its recursion limit, about 1000). Between the two limits
+#: orjson reads it and the config check refuses it, so the fuzz's deep band starts past both.
+UNREADABLE_DEPTH = 1100
 #: What the daemon says about a config nested deeper than it allows, and about one nested too
 #: deep for it to read the claim at all.
 NESTED_TOO_DEEP = r"parameters are nested more than 32 levels deep"
