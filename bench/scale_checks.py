@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from typing import Any
 
+from dra_driver.testing.cluster import allocation_results
 from dra_driver.util.quantity import parse_quantity_exact
 
 #: A device: (pool, device name).
@@ -54,8 +55,7 @@ def capacity_problems(
     for claim in claims:
         meta = claim.get("metadata") or {}
         name = f"{meta.get('namespace')}/{meta.get('name')}"
-        allocation = (claim.get("status") or {}).get("allocation") or {}
-        for result in (allocation.get("devices") or {}).get("results") or []:
+        for result in allocation_results(claim):
             if result.get("driver") != driver:
                 continue
             device = (str(result["pool"]), str(result["device"]))
