@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -29,7 +28,6 @@ from dra_driver.node.devices import DeviceName
 from dra_driver.prepare.model import ClaimUID
 from dra_driver.util.fsutil import (
     PRIVATE_FILE_MODE,
-    StagedFile,
     commit_staged,
     discard_staged,
     fsync_directory,
@@ -156,26 +154,18 @@ class CheckpointStore:
         self._cached = (data, checkpoint)
         return checkpoint
 
-    def save(
-        self,
-        checkpoint: Checkpoint,
-        *,
-        sync_directory: bool = True,
-        along: Sequence[StagedFile] = (),
-    ) -> None:
+    def save(self, checkpoint: Checkpoint, *, sync_directory: bool = True) -> None:
         """Write the checkpoint atomically and durably (see ``save``); raise ``CheckpointError``.
 
         ``sync_directory=False`` skips the directory fsync (see ``fsutil.write_atomically``):
-        for a write that a later durable write of the same call supersedes. ``along``: staged
-        files to fsync with the checkpoint (one journal commit for all, see
-        ``fsutil.sync_staged``); they are synced and closed, never committed or discarded here.
+        for a write that a later durable write of the same call supersedes.
         """
         data = self._render(checkpoint)
         self._cached = None  # until the new file is in place
         try:
             staged = stage_file(self.path, data, mode=PRIVATE_FILE_MODE)
             try:
-                sync_staged([staged, *along])
+                sync_staged([staged])
                 commit_staged(staged)
             except BaseException:
                 discard_staged([staged])

@@ -16,18 +16,21 @@ At start-up (``recover``): a changed boot id drops every claim (nothing survives
 missing get them rewritten identically from the checkpoint; files of unknown claims go, and
 so do temp files of writes a crash cut short.
 
-Durability: every file is written to a temp file, fsync'd and renamed into place, so neither a
-reader nor a restarted plugin ever sees a torn file. The files of step 3 are written (staged)
-before step 2 and fsync'd together with its checkpoint, which costs one journal commit for
-all of them (``fsutil.sync_staged``); step 3 then only renames them. Only the checkpoint's
-last write of each call also fsyncs its directory, which makes the call's outcome survive a
-power cut. The other renames and removals reach the disk with the next journal commit; one
-lost in a power cut is put right by the start-up repair above (missing files of completed
+Durability: every file is written to a temp file and renamed into place, so neither a reader
+nor a restarted plugin ever sees a torn file. Only the checkpoint is fsync'd before its rename,
+and only its last write of each call also fsyncs its directory, which makes the call's outcome
+survive a power cut: it is the one record that cannot be derived again. The vdev files and CDI
+specs are derived from it alone (``claim_files``), so they are renamed into place without an
+fsync of their own: a crash of the process loses nothing the kernel already has (SIGKILL does
+not drop the page cache), and a power cut reboots the node, which drops every claim and removes
+every claim's files at start-up (the boot id, above), torn or not, before any call is served.
+The files of step 3 are written (staged) before step 2, so step 3 only renames them. A rename
+or removal a crash loses is put right by the start-up repair above (missing files of completed
 claims are rewritten, files of claims the checkpoint does not hold are removed), and the
-record of step 2 is superseded by the call's last write anyway. (After a power cut the node
-reboots, so every claim is dropped in any case.) A prepare so waits for three journal commits
-(step 2 with the files, step 4 and its directory) where writing and syncing each file on its
-own waited for eight; an unprepare for two instead of four.
+record of step 2 is superseded by the call's last write anyway. On ext4 every fsync is a
+journal commit of its own (``fsutil.sync_staged``), so a prepare waits for three (step 2,
+step 4 and its directory) where fsyncing the claim's files too waited for five; an unprepare
+for two.
 
 A share that takes all of a card's CUs and memory is a whole-device share: the full card is
 exposed and no vdev file is written. Anything less is a vDCU confined by a vdev file.
@@ -64,10 +67,10 @@ from dra_driver.util.flock import SerializeLock
 from dra_driver.util.fsutil import (
     PUBLIC_DIR_MODE,
     StagedFile,
+    close_staged,
     commit_staged,
     discard_staged,
     ensure_directory,
-    sync_staged,
     temp_target,
 )
 from dra_driver.vdcu.vdev import (
@@ -153,13 +156,14 @@ class DcuPlugin:
             staged, failed = self._stage_files(fresh)
             if fresh:
                 # Phase 2: the plan is in place before any file of the claims is. The files
-                # are staged (temp files) and fsync'd with the plan: one journal commit for
-                # all of them (``fsutil.sync_staged``). The plan's rename is made durable by
-                # the final write below; should a power cut lose it, the files it names are
-                # removed at start-up as files of an unknown claim.
+                # are staged (temp files), not fsync'd: the checkpoint can rebuild them (see
+                # the module doc). The plan's rename is made durable by the final write
+                # below; should a power cut lose it, the node reboots and start-up removes
+                # every claim's files anyway.
                 files = [file for claim in staged for file in claim.files]
+                close_staged(files)
                 try:
-                    self._save(state, sync_directory=False, along=files)
+                    self._save(state, sync_directory=False)
                 except BaseException:
                     discard_staged(files)
                     raise
@@ -297,17 +301,11 @@ class DcuPlugin:
 
         Returns the claims whose files could not be written, with the reason; such a claim may
         have some of its files in place (the caller removes them). All files are staged, then
-        fsync'd (one journal commit for the lot, see ``fsutil.sync_staged``), then renamed
-        into place claim by claim.
+        renamed into place claim by claim; like every derived file, without an fsync (see the
+        module doc).
         """
         staged, failed = self._stage_files(entries)
-        try:
-            sync_staged([file for claim in staged for file in claim.files])
-        except OSError as exc:
-            for claim in staged:
-                discard_staged(claim.files)
-                failed[claim.entry.uid] = _files_error(claim.entry, exc)
-            return failed
+        close_staged([file for claim in staged for file in claim.files])
         failed.update(self._commit_files(staged))
         return failed
 
@@ -445,10 +443,8 @@ class DcuPlugin:
     def _load(self) -> Checkpoint:
         return self._checkpoint.load()
 
-    def _save(
-        self, state: Checkpoint, *, sync_directory: bool = True, along: Sequence[StagedFile] = ()
-    ) -> None:
-        self._checkpoint.save(state, sync_directory=sync_directory, along=along)
+    def _save(self, state: Checkpoint, *, sync_directory: bool = True) -> None:
+        self._checkpoint.save(state, sync_directory=sync_directory)
 
     # --- read-only view for metrics -----------------------------------------------------------
 

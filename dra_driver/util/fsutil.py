@@ -4,8 +4,9 @@ A reader (the container runtime, the kubelet, a restarted plugin) sees either th
 the new one, never a torn write, and after a crash the rename is on disk.
 
 ``write_atomically`` does it for one file. For several, the steps can be taken apart:
-``stage_file`` each (temp file written), ``sync_staged`` them all (one journal commit for the
-lot instead of one each), then ``commit_staged`` each, in the order readers should see them.
+``stage_file`` each (temp file written), ``sync_staged`` them all (or ``close_staged`` them,
+for files that a durable record can rebuild), then ``commit_staged`` each, in the order
+readers should see them.
 Temp files are named ``.<name>.<random>.tmp`` (``temp_target``), so a crash between the steps
 leaves only names that readers skip and that a restarted writer can recognise and remove.
 """
@@ -117,10 +118,11 @@ def _create_temp(path: Path) -> tuple[int, str]:
 def sync_staged(files: Sequence[StagedFile]) -> None:
     """Flush every staged file to disk and close them; raises the first ``OSError``.
 
-    All of them are flushed even when one fails. Their temp files were all created in the
-    journal's running transaction, so on a journaling filesystem (ext4, XFS) the first fsync
-    commits them all and the others find nothing left to wait for: one disk wait for the lot,
-    where writing them one by one (each with its own rename in between) waits once per file.
+    All of them are flushed even when one fails. It saves no disk wait: on ext4 with delayed
+    allocation each file's blocks are allocated when its own fsync writes it, so each fsync is
+    a journal commit and a cache flush of its own (3 files of 1 KiB: 3 flushes and 10 writes,
+    2.2 times as long as one). What staging buys is order: none of the files is visible under
+    its name before all of them are durable.
     """
     error: OSError | None = None
     for staged in files:
@@ -130,6 +132,17 @@ def sync_staged(files: Sequence[StagedFile]) -> None:
             error = error or exc
     if error is not None:
         raise error
+
+
+def close_staged(files: Sequence[StagedFile]) -> None:
+    """Close staged files without flushing them, to be committed next (no ``OSError``).
+
+    For files a durable record can rebuild (``prepare.plugin``'s vdev files and CDI specs):
+    the rename still shows readers only whole files, and the page cache keeps them through a
+    crash of the process; only a power cut can tear them, and their owner repairs that.
+    """
+    for staged in files:
+        staged.close()
 
 
 def commit_staged(staged: StagedFile) -> None:

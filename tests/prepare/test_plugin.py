@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import uuid
@@ -458,6 +459,54 @@ def test_a_new_boot_id_drops_prepared_state(node: Node) -> None:
     node.prepare(plugin, claim(share(cores=60, memory_mib=32752)))  # the card is free again
 
 
+def test_a_power_cut_tears_only_files_that_start_up_removes(node: Node) -> None:
+    """The vdev files and CDI specs are not fsync'd: a power cut may leave them empty or cut
+    short under their names. It also reboots the node, and start-up with the new boot id
+    removes every claim's files, torn or not, before any call; the cards are free again."""
+    plugin = node.plugin()
+    claims = [claim(share(cores=30, memory_mib=16384)), claim(share(K100, cores=10))]
+    for c in claims:
+        node.prepare(plugin, c)
+    for c in claims:
+        node.spec(c.ref.uid)  # whole before the cut
+        (node.cdi_dir / f"k8s.dcu.hygon.com-dcu_{c.ref.uid}.json").write_bytes(b"")
+        (node.vdev_dir(c.ref.uid) / "vdev0.conf").write_bytes(b"PciBusId:")
+    node.boot_id = "boot-2"
+    plugin = node.plugin()
+    assert list(node.cdi_dir.iterdir()) == []
+    assert list((node.data_dir / "vdev").iterdir()) == []
+    assert checkpoint.load(node.data_dir / "checkpoint.json", boot_id="x").claims == {}
+    again = claim(share(cores=60, memory_mib=32752))  # all of the card: nothing was kept
+    node.prepare(plugin, again)
+    assert node.spec(again.ref.uid)["kind"] == "k8s.dcu.hygon.com/dcu"
+
+
+def test_only_the_checkpoint_is_fsynced_before_a_prepare_answers(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prepare fsyncs the checkpoint's temp file twice (plan, completed) and the data dir
+    once, and nothing else: the claim's vdev files and CDI spec are rebuilt from the
+    checkpoint, so an fsync of theirs would only cost disk waits (see ``prepare.plugin``)."""
+    plugin = node.plugin()
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    c = claim(share(cores=30, memory_mib=16384))
+    node.prepare(plugin, c)
+    temp = re.compile(rf"^{re.escape(str(node.data_dir))}/\.checkpoint\.json\.\w+\.tmp$")
+    assert len(synced) == 3, synced
+    assert all(temp.match(path) for path in synced[:2]), synced
+    assert synced[2] == str(node.data_dir)
+    synced.clear()
+    plugin.unprepare_claims([c.ref])
+    assert len(synced) == 2 and temp.match(synced[0]) and synced[1] == str(node.data_dir)
+
+
 def test_files_of_unknown_claims_are_removed_at_start(node: Node) -> None:
     node.plugin()
     stray = str(uuid.uuid4())
@@ -524,8 +573,8 @@ def test_a_claim_whose_files_fail_fails_alone_in_a_call_with_others(
 def test_a_failing_disk_fails_the_call_and_leaves_nothing(
     node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The claims' files are fsync'd with the plan: a disk error there fails the whole call
-    (the kubelet retries it) before any file is in place."""
+    """A disk error when the plan is fsync'd fails the whole call (the kubelet retries it)
+    before any file of its claims is in place."""
     plugin = node.plugin()
     before = node.snapshot()
     claims = [claim(share(cores=10)), claim(share(K100, cores=10))]
