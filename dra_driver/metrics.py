@@ -141,7 +141,7 @@ METRICS = (
         "histogram",
         (),
         "Duration of checkpoint writes (temp file, fsync, rename; the last write of a call "
-        "also fsyncs the directory, a prepare's first also the claims' files staged with it).",
+        "also fsyncs the directory).",
     ),
     _m(
         "publish_errors_total",
