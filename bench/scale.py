@@ -5,7 +5,7 @@ Starts the local control plane with an audit log (``build/bin/controlplane --aud
 process: :class:`dra_driver.testing.fakekubelet.FakeKubelet`, which registers the plugin,
 watches the node's pods and calls NodePrepareResources/NodeUnprepareResources as the kubelet
 does) and the real ``dcu-dra kubelet-plugin`` daemon in its own process, with ``--claim-status``
-as the chart runs it. In order:
+as the chart runs it (a :class:`bench.node.BenchNode` with a fake kubelet). In order:
 
 1. cold start: every daemon is started at once; the time until every node's slice offers all
    its DCUs;
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.node import mock_config, process_cpu_s, process_rss_mib
+from bench.node import BenchNode, FakeKubeletSettings, process_cpu_s, process_rss_mib
 from bench.report import describe_machine
 from bench.run import compile_package
 from bench.scale_audit import ApiRequest, all_status_codes, daemon_load, parse_requests
@@ -54,8 +54,6 @@ from bench.stats import p50, p99
 from dra_driver import DRIVER_NAME
 from dra_driver.cluster.kube import Gone, KubeClient, KubeError, paths
 from dra_driver.errors import DriverError
-from dra_driver.node.devices import Inventory, discover
-from dra_driver.node.mock import create_mock_node
 from dra_driver.testing.cluster import (
     ControlPlane,
     create_namespace,
@@ -63,9 +61,6 @@ from dra_driver.testing.cluster import (
     is_pod_running,
     load_yaml,
 )
-from dra_driver.testing.fakekubelet.kubelet import FakeKubelet
-from dra_driver.testing.invariants import node_state
-from dra_driver.testing.plugin_process import PluginProcess
 from dra_driver.testing.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,6 +68,9 @@ DEFAULT_JSON = REPO / "build" / "scale.json"
 NAMESPACE = "scale"
 #: The chart runs the daemon with claim status on; the bench counts its writes.
 DAEMON_ARGS = ("--claim-status",)
+#: The kubelet's reconciler runs every second; 125 fake kubelets polling their registration
+#: directories five times a second would cost this process a core.
+KUBELET = FakeKubeletSettings(poll_interval_s=1.0, retry_interval_s=1.0)
 #: Pod creators in flight at once (a wave is created as fast as the API server takes it).
 CREATORS = 8
 #: A wave is over when all its pods run, or when none was placed for this long (full).
@@ -103,63 +101,6 @@ class Settings:
     def cards(self) -> int:
         """DCUs in the cluster."""
         return self.nodes * self.dcus
-
-
-# --- a node ------------------------------------------------------------------------------
-
-
-class ScaleNode:
-    """One simulated node: a mock DCU filesystem, a fake kubelet and the real daemon."""
-
-    def __init__(self, plane: ControlPlane, base: Path, name: str, *, dcus: int) -> None:
-        self.name = name
-        root = base / "root"
-        create_mock_node(root, mock_config(dcus))
-        self.inventory: Inventory = discover(root)
-        self.client = KubeClient.from_kubeconfig(plane.kubeconfig, user_agent=f"fakekubelet/{name}")
-        self.kubelet = FakeKubelet(
-            client=self.client,
-            node_name=name,
-            registry_dir=base / "reg",
-            plugins_dir=base / "plugins",
-            # The kubelet's reconciler runs every second; 125 kubelets polling their
-            # registration directories five times a second would cost this process a core.
-            poll_interval_s=1.0,
-            retry_interval_s=1.0,
-        )
-        self.plugin = PluginProcess.for_kubelet(
-            self.kubelet, base, root=root, kubeconfig=plane.kubeconfig, extra_args=DAEMON_ARGS
-        )
-
-    @property
-    def pid(self) -> int:
-        """The running daemon's process id."""
-        if self.plugin.process is None or self.plugin.returncode is not None:
-            raise ScaleError(
-                f"the daemon of node {self.name} is not running; its log:\n{self.plugin.log_tail()}"
-            )
-        return self.plugin.process.pid
-
-    def leftovers(self) -> list[str]:
-        """What is still prepared on the node (claims, vdev files, CDI specs); empty: nothing."""
-        state = node_state(self.plugin, self.inventory)
-        found = [*state.problems]
-        found += [f"claim {uid} still in the checkpoint" for uid in state.prepared]
-        found += [f"{path} left behind" for path in self.plugin.vdev_files()]
-        found += [f"{path} left behind" for path in self.plugin.spec_files()]
-        return [f"node {self.name}: {line}" for line in found]
-
-    def problems(self) -> list[str]:
-        """The node's broken invariants (CU masks, pipe ids, files) while shares are live."""
-        state = node_state(self.plugin, self.inventory)
-        return [f"node {self.name}: {line}" for line in state.problems]
-
-    def close(self) -> None:
-        """Stop the daemon and the kubelet (best effort: a cleanup never hides the result)."""
-        if self.plugin.process is not None:
-            self.plugin.stop(signal.SIGTERM)
-        self.kubelet.stop()
-        self.client.close()
 
 
 # --- pods --------------------------------------------------------------------------------
@@ -303,7 +244,7 @@ def run_phase(
     *,
     client: KubeClient,
     tracker: PodTracker,
-    nodes: Sequence[ScaleNode],
+    nodes: Sequence[BenchNode],
     settings: Settings,
     progress: Callable[[str], None],
     steady_s: float = 0.0,
@@ -449,7 +390,7 @@ def published_pools(client: KubeClient) -> dict[str, int]:
 
 
 def wait_published(
-    client: KubeClient, nodes: Sequence[ScaleNode], dcus: int, timeout_s: float
+    client: KubeClient, nodes: Sequence[BenchNode], dcus: int, timeout_s: float
 ) -> float:
     """Seconds until every node's pool offers all its DCUs (polled every 0.5 s)."""
     began = time.monotonic()
@@ -494,7 +435,7 @@ def _load() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
-def _start_all(nodes: Sequence[ScaleNode]) -> None:
+def _start_all(nodes: Sequence[BenchNode]) -> None:
     """Start (or start again) every node's daemon, one right after the other."""
     for node in nodes:
         if node.plugin.process is None:
@@ -503,7 +444,7 @@ def _start_all(nodes: Sequence[ScaleNode]) -> None:
             node.plugin.restart()
 
 
-def _stop_all(nodes: Sequence[ScaleNode]) -> None:
+def _stop_all(nodes: Sequence[BenchNode]) -> None:
     """SIGTERM every daemon at once, then wait for each."""
     for node in nodes:
         if node.plugin.process is not None and node.plugin.returncode is None:
@@ -547,13 +488,18 @@ def run_scale(
             },
         )
     progress(f"creating {settings.nodes} nodes of {settings.dcus} DCUs (fake kubelets)")
-    nodes: list[ScaleNode] = []
+    nodes: list[BenchNode] = []
     tracker = PodTracker(client)
     windows: dict[str, tuple[float, float]] = {}
     try:
         for index in range(settings.nodes):
-            node = ScaleNode(
-                plane, work / f"n{index:03d}", f"scale-{index:03d}", dcus=settings.dcus
+            node = BenchNode(
+                plane,
+                work / f"n{index:03d}",
+                dcus=settings.dcus,
+                name=f"scale-{index:03d}",
+                daemon_args=DAEMON_ARGS,
+                kubelet=KUBELET,
             )
             nodes.append(node)
             node.kubelet.start()
@@ -665,8 +611,9 @@ def run_scale(
     finally:
         tracker.stop()
         progress("stopping the daemons and the kubelets")
+        # The nodes' objects are left to the control plane: its owner stops it right after.
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda node: node.close(), nodes))
+            list(pool.map(lambda node: node.close(delete_objects=False), nodes))
     results.update(
         api_figures(plane.audit_log, windows, settings.nodes, results.get("prepares_mixed", 0))
     )
