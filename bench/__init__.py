@@ -4,7 +4,9 @@
 the real ``dcu-dra kubelet-plugin``, calls the plugin's DRA socket through the fake kubelet's
 gRPC client, prints a table and writes ``build/bench.json``. One module per measurement:
 
-- ``node``: the bench node (mock DCUs, the daemon, the kubelet-side client, allocated claims);
+- ``node``: the node of every bench (mock DCUs, the daemon, the bench's own kubelet-side
+  client and its allocated claims, or a fake kubelet; also used by ``make scale`` and
+  ``bench.placement``);
 - ``floors``: what is physically possible here (empty gRPC round trip, one GET, one write);
 - ``empty_server``: the empty gRPC handler of the round-trip floor (a child process);
 - ``startup``: process start to ResourceSlice, idle memory;

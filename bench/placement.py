@@ -11,7 +11,9 @@ shares on each card, and the plugins' files are checked (disjoint CU masks, noth
 The core (:func:`summarize`, :func:`format_summary`) is pure; :func:`measure` is the plumbing.
 The scheduler is a pod field (``schedulerName``), so another scheduler that allocates DRA
 claims can be measured the same way once it runs against the control plane; the nodes are
-fake-kubelet nodes built by :class:`PlacementNode`, the one place to swap for real ones.
+:class:`bench.node.BenchNode` with a fake kubelet (:func:`placement_node`), the one place to
+swap for real ones: a real node would offer the same three steps (``start``, ``wait_ready``,
+``close``).
 
 Run it with ``make placement`` (``PODS=16``) or ``python -m bench.placement``.
 """
@@ -30,12 +32,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.node import DCU_CORES, SHARE_CORES, SHARE_MEMORY, mock_config
+from bench.node import DCU_CORES, SHARE_CORES, SHARE_MEMORY, BenchNode, FakeKubeletSettings
 from dra_driver import DRIVER_NAME
 from dra_driver.cluster.kube import KubeClient, paths
 from dra_driver.errors import DriverError
-from dra_driver.node.devices import Inventory, discover
-from dra_driver.node.mock import create_mock_node
 from dra_driver.testing.cluster import (
     REPO_ROOT,
     ControlPlane,
@@ -48,9 +48,6 @@ from dra_driver.testing.cluster import (
     pod_claims,
     unique_name,
 )
-from dra_driver.testing.fakekubelet import FakeKubelet
-from dra_driver.testing.invariants import node_state_problems
-from dra_driver.testing.plugin_process import PluginProcess
 from dra_driver.testing.waiting import wait_for
 
 #: The kube-scheduler of the local control plane.
@@ -64,7 +61,6 @@ DEFAULT_PODS = 16
 NODE_LABEL = "placement.dcu.hygon.com/run"
 #: All pods scheduled, allocated and prepared: a few seconds; a loaded machine needs more.
 PODS_TIMEOUT_S = 180.0
-READY_TIMEOUT_S = 60.0
 #: Deleted pods are unprepared by the fake kubelets in well under a second each.
 TEARDOWN_TIMEOUT_S = 60.0
 #: A quarter card, as deploy/examples/quarter-card.yaml asks for it.
@@ -165,63 +161,19 @@ class Measurement:
     """The machine's 1/5/15-minute load average as the pods were created."""
 
 
-class PlacementNode:
-    """A fake-kubelet node on a mock node of ``dcus`` Z100s, with the real plugin.
+def placement_node(
+    plane: ControlPlane,
+    base: Path,
+    name: str,
+    labels: Mapping[str, str],
+    *,
+    dcus: int = DCUS_PER_NODE,
+) -> BenchNode:
+    """A node of ``dcus`` Z100s with a fake kubelet and the real plugin, labelled ``labels``.
 
-    The one kind of node the measurement (and ``make volcano``) uses: a real node would take
-    its place by offering the same three steps (``start``, ``wait_ready``, ``stop``).
+    The one kind of node the measurement (and ``make volcano``) uses.
     """
-
-    def __init__(
-        self,
-        plane: ControlPlane,
-        base: Path,
-        name: str,
-        labels: Mapping[str, str],
-        *,
-        dcus: int = DCUS_PER_NODE,
-    ) -> None:
-        self.name = name
-        self.root = base / "root"
-        create_mock_node(self.root, mock_config(dcus))
-        self.inventory: Inventory = discover(self.root)
-        self.kubelet = FakeKubelet(
-            client=plane.client,
-            node_name=name,
-            registry_dir=base / "registry",
-            plugins_dir=base / "plugins",
-            retry_interval_s=0.5,
-            node_labels=dict(labels),
-        )
-        self.plugin = PluginProcess.for_kubelet(
-            self.kubelet, base, root=self.root, kubeconfig=plane.kubeconfig
-        )
-        self._started = False
-
-    def start(self) -> None:
-        """Start the fake kubelet (it registers the Node), then the plugin."""
-        self._started = True
-        self.kubelet.start()
-        self.plugin.start()
-
-    def wait_ready(self, client: KubeClient) -> None:
-        """Wait until the plugin published its slice and registered with the kubelet."""
-        self.plugin.wait_for_slices(client, timeout_s=READY_TIMEOUT_S)
-        self.kubelet.wait_for_plugin(DRIVER_NAME, timeout_s=READY_TIMEOUT_S)
-
-    def stop(self, client: KubeClient) -> None:
-        """Stop the plugin and the kubelet; delete the Node and its slices (best effort)."""
-        if self.plugin.process is not None:
-            self.plugin.stop()
-        if self._started:
-            self.kubelet.stop()
-        try:
-            client.delete_collection(
-                paths.resource_slices(), field_selector=f"spec.nodeName={self.name}"
-            )
-            client.delete(paths.nodes(self.name))
-        except DriverError as exc:  # cleanup must not hide the measurement's own result
-            print(f"cleanup of node {self.name} failed: {exc}", file=sys.stderr)
+    return BenchNode(plane, base, dcus=dcus, name=name, kubelet=FakeKubeletSettings(labels=labels))
 
 
 def quarter_card_pod(name: str, namespace: str, scheduler: str, run_label: str) -> dict[str, Any]:
@@ -315,7 +267,7 @@ def measure(
         ensure_object(client, obj)
     run = unique_name("placement")
     nodes = [
-        PlacementNode(plane, work / f"n{index}", f"{run}-node-{index + 1}", {NODE_LABEL: run})
+        placement_node(plane, work / f"n{index}", f"{run}-node-{index + 1}", {NODE_LABEL: run})
         for index in range(NODES)
     ]
     create_namespace(client, run)
@@ -323,7 +275,7 @@ def measure(
         for node in nodes:
             node.start()
         for node in nodes:
-            node.wait_ready(client)
+            node.wait_ready()
         client.create(paths.resource_claim_templates(run), quarter_card_template(run))
         load_before = os.getloadavg()
         started = time.monotonic()
@@ -343,18 +295,14 @@ def measure(
         )
         all_running_s = time.monotonic() - started
         shares = landed_shares(client, running)
-        problems = [
-            f"{node.name}: {problem}"
-            for node in nodes
-            for problem in node_state_problems(node.plugin, node.inventory)
-        ]
+        problems = [problem for node in nodes for problem in node.problems()]
         if problems:
             raise PlacementError("the plugins' files break a rule: " + "; ".join(problems))
     finally:
         delete_namespace(client, run)
         _wait_for_pods_gone(client, run)
         for node in nodes:
-            node.stop(client)
+            node.close()
     summary = summarize(scheduler, shares, [node.name for node in nodes])
     return Measurement(
         summary=summary,

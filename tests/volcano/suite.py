@@ -3,7 +3,7 @@
 The local control plane, Volcano's vc-scheduler and vc-controller-manager
 (:mod:`dra_driver.testing.volcano`: binaries given by VOLCANO_BIN, CRDs by VOLCANO_CRDS) and
 mock DCU nodes: fake kubelets with the real ``dcu-dra kubelet-plugin``
-(:class:`bench.placement.PlacementNode`, the one place to swap for real nodes). Each check
+(:func:`bench.placement.placement_node`, the one place to swap for real nodes). Each check
 prints one line with its time, and the run goes on after a failure; it exits 1 when one
 failed. Checks, in order (each leaves its nodes for the next and deletes its namespace):
 
@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.placement import PlacementNode, format_summary, measure
+from bench.node import BenchNode
+from bench.placement import format_summary, measure, placement_node
 from dra_driver import DRIVER_NAME
 from dra_driver.cluster.kube import KubeClient, paths
 from dra_driver.errors import DriverError
@@ -48,7 +49,6 @@ from dra_driver.testing.cluster import (
     unique_name,
 )
 from dra_driver.testing.fakekubelet import PREPARE
-from dra_driver.testing.invariants import node_state_problems
 from dra_driver.testing.volcano import (
     JOBS_V1ALPHA1,
     Volcano,
@@ -84,17 +84,17 @@ class Suite:
     volcano: Volcano
     work: Path
     run: str
-    nodes: list[PlacementNode] = field(default_factory=list)
+    nodes: list[BenchNode] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
 
     @property
     def client(self) -> KubeClient:
         return self.plane.client
 
-    def add_node(self, dcus: int) -> PlacementNode:
+    def add_node(self, dcus: int) -> BenchNode:
         """A new node of ``dcus`` Z100s, registered and published, labelled for this run."""
         index = len(self.nodes)
-        node = PlacementNode(
+        node = placement_node(
             self.plane,
             self.work / f"n{index}",
             f"{self.run}-node-{index + 1}",
@@ -103,12 +103,12 @@ class Suite:
         )
         self.nodes.append(node)
         node.start()
-        node.wait_ready(self.client)
+        node.wait_ready()
         return node
 
     def stop_nodes(self) -> None:
         for node in reversed(self.nodes):
-            node.stop(self.client)
+            node.close()
         self.nodes.clear()
 
 
@@ -218,11 +218,7 @@ def scheduled_at(pod: Mapping[str, Any]) -> float:
 
 def check_nodes(suite: Suite) -> None:
     """Every node's plugin files are consistent: CU masks and pipes disjoint, nothing extra."""
-    problems = [
-        f"{node.name}: {problem}"
-        for node in suite.nodes
-        for problem in node_state_problems(node.plugin, node.inventory)
-    ]
+    problems = [problem for node in suite.nodes for problem in node.problems()]
     if problems:
         raise CheckError("; ".join(problems))
 
