@@ -20,7 +20,7 @@ WHEEL := build/dist/dcu_dra-$(PROJECT_VERSION)-py3-none-any.whl
 
 .PHONY: golden help venv fmt lint type unit test proto check-generated controlplane demo clean
 .PHONY: wheel image pyz
-.PHONY: helm bench cdiruntime
+.PHONY: helm bench bench-reference cdiruntime
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -100,6 +100,9 @@ demo: $(VENV_STAMP) controlplane cdiruntime $(if $(FAKE),,$(REAL_NODE_DEPS)) ## 
 
 bench: $(VENV_STAMP) controlplane ## Benchmark the plugin against floors measured in the same run (QUICK=1: a few cycles)
 	@$(PY) -m bench.run $(if $(QUICK),--quick) --json build/bench.json
+
+bench-reference: $(VENV_STAMP) controlplane ## Our daemon beside the upstream reference driver's plugin, one run (REFERENCE_BIN=its binary, BEFORE=another tree of ours: see README)
+	@$(PY) -m bench.reference $(REFERENCE_BIN) $(if $(BEFORE),--before $(BEFORE))
 
 golden: $(VENV_STAMP) ## Regenerate the reference CDI specs in cdi/ (review the diff)
 	DCU_DRA_UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/cdi/test_cdi_golden.py

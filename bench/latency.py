@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from bench.node import BenchNode
+from bench.node import BenchNode, CycledNode
 from bench.stats import split
 from dra_driver.testing.fakekubelet import ClaimRef
 
@@ -53,7 +53,7 @@ class Cycles:
 
 
 def sequential(
-    node: BenchNode,
+    node: CycledNode,
     claims: Sequence[ClaimRef],
     *,
     cycles: int,

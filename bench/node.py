@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dra_driver import DRIVER_NAME
 from dra_driver.cluster.kube import AlreadyExists, KubeClient, NotFound, paths
@@ -204,14 +204,7 @@ class BenchNode:
         if self._kubelet is not None:
             raise BenchError(f"node {self.name} has a fake kubelet: it registers the daemon")
         self.plugin.wait_for_registration_socket(timeout_s=READY_TIMEOUT_S)
-        self.manager = PluginManager(
-            registry_dir=self.plugin.registrar_dir,
-            call_timeout_s=CALL_TIMEOUT_S,
-            retry_interval_s=0.2,
-            wiping_delay_s=3600.0,  # the bench never wipes: the daemon stays registered
-            wipe_driver=_never_wipe,
-            poll_interval_s=0.05,
-        )
+        self.manager = kubelet_client(self.plugin.registrar_dir)
         self.manager.start()
         try:
             wait_for(
@@ -396,3 +389,43 @@ def process_cpu_s(pid: int) -> float:
 
 def _never_wipe(driver: str) -> None:
     """The bench's kubelet never wipes slices (its plugin never goes away for long)."""
+
+
+class CycledNode(Protocol):
+    """What the latency and throughput measurements call: a node whose plugin they cycle.
+
+    ``BenchNode`` (our daemon) and ``reference.ReferenceNode`` (the upstream reference driver)
+    both are one, so one run measures both the same way.
+    """
+
+    def prepare(self, claim: ClaimRef) -> None:
+        """NodePrepareResources for one claim; raises ``BenchError`` if it fails."""
+
+    def unprepare(self, claim: ClaimRef) -> None:
+        """NodeUnprepareResources for one claim; raises ``BenchError`` if it fails."""
+
+    def cpu_s(self) -> float:
+        """CPU time the plugin process has used so far (user + system), in s."""
+
+    def rss_mib(self) -> float:
+        """The plugin process's resident memory now (VmRSS), in MiB."""
+
+    def close(self) -> None:
+        """Stop the client and the plugin and delete the node's objects (best effort)."""
+
+
+def kubelet_client(registry_dir: Path) -> PluginManager:
+    """The fake kubelet's plugin manager as the benches use it, watching ``registry_dir``.
+
+    It registers the plugins it finds there and makes every call over one kept-open
+    connection per plugin, as the kubelet does; it never wipes a plugin's slices (the benches
+    restart plugins on purpose).
+    """
+    return PluginManager(
+        registry_dir=registry_dir,
+        call_timeout_s=CALL_TIMEOUT_S,
+        retry_interval_s=0.2,
+        wiping_delay_s=3600.0,
+        wipe_driver=_never_wipe,
+        poll_interval_s=0.05,
+    )

@@ -330,13 +330,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def compile_package() -> None:
-    """Compile ``dra_driver`` where Python looks for its bytecode (``__pycache__``).
+def compile_package(package: Path | None = None) -> None:
+    """Compile ``dra_driver`` (or ``package``) where Python looks for its bytecode.
 
     The daemon then starts from bytecode, as it does when installed (the wheel and the image
     carry compiled files). ``PYTHONDONTWRITEBYTECODE`` only stops writing, not reading.
     """
-    package = Path(dra_driver.__file__).parent
+    package = package or Path(dra_driver.__file__).parent
     if not compileall.compile_dir(package, quiet=1):
         raise DriverError(f"cannot compile {package}")
 

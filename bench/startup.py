@@ -69,7 +69,7 @@ def _start_once(node: BenchNode) -> tuple[float, float]:
     ) as events:
         started = time.perf_counter()
         node.plugin.start()
-        probe = _SocketProbe(node.plugin.data_dir / "dra.sock", started)
+        probe = SocketProbe(node.plugin.data_dir / "dra.sock", started)
         probe.start()
         for event_type, _slice in events:
             if event_type == "ADDED":
@@ -87,7 +87,7 @@ def _start_once(node: BenchNode) -> tuple[float, float]:
     )
 
 
-class _SocketProbe(threading.Thread):
+class SocketProbe(threading.Thread):
     """Tries to connect to a unix socket until it accepts; ``accepted_s`` after ``started``."""
 
     def __init__(self, path: Path, started: float) -> None:
@@ -97,6 +97,7 @@ class _SocketProbe(threading.Thread):
         self.accepted_s: float | None = None
 
     def run(self) -> None:
+        """Connect every ``SOCKET_POLL_S`` until the socket accepts or the time is up."""
         deadline = self.started + READY_TIMEOUT_S
         while time.perf_counter() < deadline:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from bench.node import BenchNode
+from bench.node import CycledNode
 from dra_driver.testing.fakekubelet import ClaimRef
 
 
@@ -36,7 +36,7 @@ class Throughput:
         return self.cycles / self.wall_s
 
 
-def concurrent_cycles(node: BenchNode, claims: Sequence[ClaimRef], *, cycles: int) -> Throughput:
+def concurrent_cycles(node: CycledNode, claims: Sequence[ClaimRef], *, cycles: int) -> Throughput:
     """Run ``cycles`` cycles (rounded down to a multiple of the callers), one caller per claim."""
     per_caller = max(1, cycles // len(claims))
 
