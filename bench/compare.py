@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,8 @@ from pathlib import Path
 
 import dra_driver
 from bench import latency, throughput
-from bench.node import READY_TIMEOUT_S, BenchError, BenchNode
+from bench.node import BenchError, BenchNode
+from bench.startup import SocketProbe
 from dra_driver.errors import DriverError
 from dra_driver.testing.cluster import ControlPlane
 from dra_driver.testing.fakekubelet import ClaimRef
@@ -117,20 +117,14 @@ def _start(side: Side) -> None:
     if plugin.process is not None:
         plugin.stop()
         plugin.process = None
-    path = str(plugin.data_dir / "dra.sock")
     started = time.perf_counter()
     plugin.start()
-    while time.perf_counter() - started < READY_TIMEOUT_S:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(path)
-            except OSError:
-                time.sleep(0.002)
-                continue
-        side.socket_s.append(time.perf_counter() - started)
-        side.socket_cpu_s.append(side.node.cpu_s())  # ``env`` execs: the daemon keeps the pid
-        return
-    raise BenchError(f"the DRA socket of the {side.name} daemon never accepted a connection")
+    probe = SocketProbe(plugin.data_dir / "dra.sock", started)
+    probe.run()  # here, not on a thread: nothing else to do meanwhile
+    if probe.accepted_s is None:
+        raise BenchError(f"the DRA socket of the {side.name} daemon never accepted a connection")
+    side.socket_s.append(probe.accepted_s)
+    side.socket_cpu_s.append(side.node.cpu_s())  # ``env`` execs: the daemon keeps the pid
 
 
 def render(sides: Sequence[Side]) -> str:

@@ -399,8 +399,7 @@ def _started(start: Callable[[], object], socket: Path, connect: Callable[[], No
     started = time.perf_counter()
     start()
     probe = SocketProbe(socket, started)
-    probe.start()
-    probe.join(READY_TIMEOUT_S)
+    probe.run()  # here, not on a thread: nothing else to do meanwhile
     if probe.accepted_s is None:
         raise BenchError(f"the DRA socket {socket} never accepted a connection")
     connect()
