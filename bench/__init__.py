@@ -14,6 +14,10 @@ gRPC client, prints a table and writes ``build/bench.json``. One module per meas
 - ``throughput``: full cycles per second and memory growth over many cycles;
 - ``report``: targets, ratios to floors, the table and the JSON.
 
+Beside it: ``compare`` (two trees of ours side by side), ``reference`` (ours beside the
+upstream reference driver's plugin, ``make bench-reference``), ``placement`` and ``scale*``
+(``make placement``, ``make scale``).
+
 Benchmarks report; they never fail on a slow number (machines are noisy). They fail only when
 the driver answers wrongly, which is an error with one line saying what happened.
 """
