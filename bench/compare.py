@@ -32,6 +32,7 @@ import dra_driver
 from bench import latency, throughput
 from bench.node import BenchError, BenchNode
 from bench.startup import SocketProbe
+from bench.stats import shown
 from dra_driver.errors import DriverError
 from dra_driver.testing.cluster import ControlPlane
 from dra_driver.testing.fakekubelet import ClaimRef
@@ -150,18 +151,10 @@ def render(sides: Sequence[Side]) -> str:
         before, after = figure(other), figure(this)
         ratio = f"{after / before:.2f}" if before else "-"
         lines.append(
-            f"{label:{width}}  {_shown(before, unit):>10}  {_shown(after, unit):>10}  {ratio:>10}"
+            f"{label:{width}}  {shown(before, unit):>10}  {shown(after, unit):>10}  {ratio:>10}"
         )
     lines.append(f"other: {other.tree}; this: {this.tree}")
     return "\n".join(lines)
-
-
-def _shown(value: float, unit: str) -> str:
-    if unit == "/s":
-        return f"{value:.0f}/s"
-    if unit == "s":
-        return f"{value:.3f} s"
-    return f"{value:.2f} ms"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -49,7 +49,7 @@ from bench.node import (
 )
 from bench.run import compile_package
 from bench.startup import SocketProbe
-from bench.stats import p50, p99
+from bench.stats import p50, p99, shown
 from dra_driver.cluster.kube import AlreadyExists, KubeClient, KubeError, NotFound, paths
 from dra_driver.testing.cluster import ControlPlane, unique_name
 from dra_driver.testing.fakekubelet import ClaimRef, PluginCallError
@@ -309,7 +309,7 @@ def render(sides: Sequence[Side]) -> str:
     lines = ["  ".join([*head, *(f"{name:>12}" for name in ratios)])]
     for label, figure, unit in rows:
         values = [figure(side) for side in sides]
-        cells = [f"{label:{width}}", *(f"{_shown(value, unit):>10}" for value in values)]
+        cells = [f"{label:{width}}", *(f"{shown(value, unit):>10}" for value in values)]
         cells += [
             f"{value / values[-1]:>12.2f}" if values[-1] else f"{'-':>12}" for value in values[:-1]
         ]
@@ -334,16 +334,6 @@ def _cycle_rows(label: str, cycles: Callable[[Side], latency.Cycles]) -> list[_R
         ),
         (f"CPU per cycle, {label}", lambda side: cycles(side).cpu_ms_per_cycle, "ms"),
     ]
-
-
-def _shown(value: float, unit: str) -> str:
-    if unit == "/s":
-        return f"{value:.0f}/s"
-    if unit == "s":
-        return f"{value:.3f} s"
-    if unit == "MiB":
-        return f"{value:.1f} MiB"
-    return f"{value:.2f} ms"
 
 
 def our_side(name: str, plane: ControlPlane, base: Path, tree: Path | None) -> Side:

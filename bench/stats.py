@@ -29,3 +29,14 @@ def split(total: int, parts: int) -> list[int]:
     """``total`` in ``parts`` sizes as even as can be, adding up exactly (``split(5, 2)``: 3, 2)."""
     size, rest = divmod(total, parts)
     return [size + (1 if index < rest else 0) for index in range(parts)]
+
+
+def shown(value: float, unit: str) -> str:
+    """A figure for a side-by-side table: ``/s`` whole, ``s`` to the ms, ``MiB`` to 0.1, else ms."""
+    if unit == "/s":
+        return f"{value:.0f}/s"
+    if unit == "s":
+        return f"{value:.3f} s"
+    if unit == "MiB":
+        return f"{value:.1f} MiB"
+    return f"{value:.2f} ms"
