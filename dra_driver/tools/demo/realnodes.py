@@ -10,6 +10,7 @@ is copied in (as ``kubectl cp``) and run there with ``ctr tasks exec`` (as ``kub
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -139,13 +140,19 @@ class RealDemoNodes:
             for path in (*node.plugin.vdev_files(), *node.plugin.spec_files())
         ]
 
-    def unprepared_count(self) -> int:
-        """How many claims the plugins logged as unprepared."""
-        return sum(
-            instance.process.output().count("] unprepared claim")
+    def logged_claims(self, verb: str) -> set[str]:
+        """The claims the plugins logged as ``verb`` ("prepared", "unprepared"), as logged.
+
+        An unprepare's line comes last, after its files are removed and its checkpoint
+        written: files gone does not yet mean the line is there.
+        """
+        pattern = re.compile(rf"\] {verb} claim (.+?) in \d+ ms")
+        return {
+            match[1]
             for node in self.nodes.nodes
             for instance in node.instances
-        )
+            for match in pattern.finditer(instance.process.output())
+        }
 
     def stop(self) -> list[str]:
         """Stop both nodes and restore the host; what the restore did."""
