@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.node import DCU_CORES, SHARE_CORES, SHARE_MEMORY, BenchNode, FakeKubeletSettings
-from dra_driver import DRIVER_NAME
 from dra_driver.cluster.kube import KubeClient, paths
 from dra_driver.errors import DriverError
 from dra_driver.testing.cluster import (
@@ -41,6 +40,7 @@ from dra_driver.testing.cluster import (
     ControlPlane,
     allocation_results,
     create_namespace,
+    dcu_claim_template,
     delete_namespace,
     ensure_object,
     is_pod_running,
@@ -199,35 +199,6 @@ def quarter_card_pod(name: str, namespace: str, scheduler: str, run_label: str) 
     }
 
 
-def quarter_card_template(namespace: str) -> dict[str, Any]:
-    """The ResourceClaimTemplate of a quarter card (15 CUs, 8188 MiB) on the shares class."""
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaimTemplate",
-        "metadata": {"name": TEMPLATE_NAME, "namespace": namespace},
-        "spec": {
-            "spec": {
-                "devices": {
-                    "requests": [
-                        {
-                            "name": "dcu",
-                            "exactly": {
-                                "deviceClassName": f"vdcu.{DRIVER_NAME}",
-                                "capacity": {
-                                    "requests": {
-                                        "cores": str(SHARE_CORES),
-                                        "memory": SHARE_MEMORY,
-                                    }
-                                },
-                            },
-                        }
-                    ]
-                }
-            }
-        },
-    }
-
-
 def landed_shares(client: KubeClient, pods: Sequence[Mapping[str, Any]]) -> list[Share]:
     """Each running pod's share: its node and the card its claim was allocated."""
     shares = []
@@ -276,7 +247,14 @@ def measure(
             node.start()
         for node in nodes:
             node.wait_ready()
-        client.create(paths.resource_claim_templates(run), quarter_card_template(run))
+        client.create(
+            paths.resource_claim_templates(run),
+            dcu_claim_template(
+                TEMPLATE_NAME,
+                namespace=run,
+                capacity={"cores": str(SHARE_CORES), "memory": SHARE_MEMORY},
+            ),
+        )
         load_before = os.getloadavg()
         started = time.monotonic()
         for index in range(pods):

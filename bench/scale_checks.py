@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from typing import Any
 
-from dra_driver.testing.cluster import allocation_results
+from dra_driver.testing.cluster import allocation_results, slice_devices
 from dra_driver.util.quantity import parse_quantity_exact
 
 #: A device: (pool, device name).
@@ -25,18 +25,13 @@ def device_capacities(
     slices: Iterable[Mapping[str, Any]], *, driver: str
 ) -> dict[Device, dict[str, Fraction]]:
     """Every device the driver's slices offer, with its capacities."""
-    offered: dict[Device, dict[str, Fraction]] = {}
-    for slice_ in slices:
-        spec = slice_.get("spec") or {}
-        if spec.get("driver") != driver:
-            continue
-        pool = str((spec.get("pool") or {}).get("name"))
-        for device in spec.get("devices") or []:
-            offered[(pool, str(device["name"]))] = {
-                name: parse_quantity_exact(str(entry["value"]))
-                for name, entry in (device.get("capacity") or {}).items()
-            }
-    return offered
+    return {
+        key: {
+            name: parse_quantity_exact(str(entry["value"]))
+            for name, entry in (device.get("capacity") or {}).items()
+        }
+        for key, device in slice_devices(slices, driver=driver)
+    }
 
 
 def capacity_problems(

@@ -14,13 +14,11 @@ import enum
 from collections.abc import Sequence
 from typing import Any
 
-from dra_driver import DRIVER_NAME
+from dra_driver.testing.cluster import dcu_claim_template
 
 #: A mock Z100 (bench.node): 60 CUs, 32752 MiB, and up to 4 vDCU shares (--max-vdevices).
 CARD_CORES = 60
 CARD_MEMORY_MIB = 34342961152 // (1024 * 1024)
-SHARE_CLASS = f"vdcu.{DRIVER_NAME}"
-WHOLE_CLASS = DRIVER_NAME
 
 
 class Size(enum.Enum):
@@ -48,23 +46,15 @@ class Size(enum.Enum):
 
 def claim_template(size: Size) -> dict[str, Any]:
     """The ResourceClaimTemplate of ``size`` (namespace set by the caller's create)."""
-    exactly: dict[str, Any] = {"deviceClassName": WHOLE_CLASS}
-    if size.is_share:
-        exactly = {
-            "deviceClassName": SHARE_CLASS,
-            "capacity": {
-                "requests": {
-                    "cores": str(CARD_CORES * size.quarters // 4),
-                    "memory": f"{CARD_MEMORY_MIB * size.quarters // 4}Mi",
-                }
-            },
+    capacity = (
+        {
+            "cores": str(CARD_CORES * size.quarters // 4),
+            "memory": f"{CARD_MEMORY_MIB * size.quarters // 4}Mi",
         }
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaimTemplate",
-        "metadata": {"name": size.template_name},
-        "spec": {"spec": {"devices": {"requests": [{"name": "dcu", "exactly": exactly}]}}},
-    }
+        if size.is_share
+        else None
+    )
+    return dcu_claim_template(size.template_name, capacity=capacity)
 
 
 def pod(name: str, size: Size) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from dra_driver import DRIVER_NAME
 from dra_driver.cluster.kube import AlreadyExists, ApiError, KubeClient, NotFound, paths
 from dra_driver.errors import DriverError
 from dra_driver.testing.fakekubelet import objects
@@ -501,6 +502,46 @@ def allocation_results(claim: Mapping[str, Any]) -> list[dict[str, Any]]:
     """``status.allocation.devices.results`` of a claim (empty when not allocated)."""
     allocation = (claim.get("status") or {}).get("allocation") or {}
     return list((allocation.get("devices") or {}).get("results") or [])
+
+
+def slice_devices(
+    slices: Iterable[Mapping[str, Any]], *, driver: str
+) -> Iterator[tuple[tuple[str, str], Mapping[str, Any]]]:
+    """``((pool, device name), device)`` for every device that ``driver``'s slices offer."""
+    for slice_ in slices:
+        spec = slice_.get("spec") or {}
+        if spec.get("driver") != driver:
+            continue
+        pool = str((spec.get("pool") or {}).get("name"))
+        for device in spec.get("devices") or []:
+            yield (pool, str(device["name"])), device
+
+
+#: A quarter of a Z100 (15 of its 60 CUs, 8188 MiB), as deploy/examples/quarter-card.yaml asks.
+QUARTER_CARD: Mapping[str, str] = {"cores": "15", "memory": "8188Mi"}
+
+
+def dcu_claim_template(
+    name: str, *, namespace: str | None = None, capacity: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A ResourceClaimTemplate of one request ``dcu``: a share of a card, or a whole one.
+
+    ``capacity``: what the share asks for (``cores``, ``memory``) on the vDCU class; None: a
+    whole card of the driver's own class. ``namespace`` None leaves it to the create call.
+    """
+    exactly: dict[str, Any] = {"deviceClassName": DRIVER_NAME}
+    if capacity is not None:
+        exactly = {
+            "deviceClassName": f"vdcu.{DRIVER_NAME}",
+            "capacity": {"requests": dict(capacity)},
+        }
+    metadata = {"name": name} if namespace is None else {"name": name, "namespace": namespace}
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": metadata,
+        "spec": {"spec": {"devices": {"requests": [{"name": "dcu", "exactly": exactly}]}}},
+    }
 
 
 def _pod_summary(client: KubeClient, namespace: str, name: str) -> object:

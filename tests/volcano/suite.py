@@ -38,10 +38,12 @@ from dra_driver import DRIVER_NAME
 from dra_driver.cluster.kube import KubeClient, paths
 from dra_driver.errors import DriverError
 from dra_driver.testing.cluster import (
+    QUARTER_CARD,
     REPO_ROOT,
     ControlPlane,
     allocation_results,
     create_namespace,
+    dcu_claim_template,
     delete_namespace,
     ensure_object,
     is_pod_running,
@@ -61,8 +63,6 @@ from dra_driver.testing.volcano import (
 )
 from dra_driver.testing.waiting import wait_for
 
-#: A quarter of a Z100 (15 of 60 CUs, 8188 MiB), as deploy/examples/volcano/vdcu-job.yaml.
-QUARTER = {"cores": "15", "memory": "8188Mi"}
 #: All pods of a job bound, allocated and prepared: seconds; a loaded machine needs more.
 RUN_TIMEOUT_S = 120.0
 #: How long the waiting gang is watched: many of Volcano's scheduling periods (200 ms).
@@ -116,25 +116,11 @@ class Suite:
 
 
 def share_template(namespace: str, name: str = "quarter-dcu") -> dict[str, Any]:
-    return _template(namespace, name, f"vdcu.{DRIVER_NAME}", QUARTER)
+    return dcu_claim_template(name, namespace=namespace, capacity=QUARTER_CARD)
 
 
 def whole_card_template(namespace: str, name: str = "whole-dcu") -> dict[str, Any]:
-    return _template(namespace, name, DRIVER_NAME, None)
-
-
-def _template(
-    namespace: str, name: str, device_class: str, capacity: Mapping[str, str] | None
-) -> dict[str, Any]:
-    exactly: dict[str, Any] = {"deviceClassName": device_class}
-    if capacity:
-        exactly["capacity"] = {"requests": dict(capacity)}
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaimTemplate",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"spec": {"devices": {"requests": [{"name": "dcu", "exactly": exactly}]}}},
-    }
+    return dcu_claim_template(name, namespace=namespace)
 
 
 #: Each task's cpu request unless a check sets its own. A real job's pods request cpu; a task

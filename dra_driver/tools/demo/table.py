@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dra_driver import DRIVER_NAME
+from dra_driver.testing.cluster import slice_devices
 from dra_driver.testing.fakekubelet import PreparedClaim
 from dra_driver.util.quantity import parse_integral_quantity
 from dra_driver.vdcu.allocator import CuMask
@@ -129,22 +130,15 @@ def _slice_devices(
 ) -> dict[tuple[str, str], _SliceDevice]:
     """``(pool, device) -> PCI bus id and full capacity`` of every published device."""
     found: dict[tuple[str, str], _SliceDevice] = {}
-    for slice_ in slices:
-        spec = slice_.get("spec") or {}
-        if spec.get("driver") != driver:
-            continue
-        pool = str((spec.get("pool") or {}).get("name"))
-        for device in spec.get("devices") or []:
-            capacity = device.get("capacity") or {}
-            found[(pool, str(device["name"]))] = _SliceDevice(
-                pci_bus_id=str(
-                    ((device.get("attributes") or {}).get(PCI_BUS_ID_ATTRIBUTE) or {}).get(
-                        "string", ""
-                    )
-                ),
-                cu_count=_capacity_value(capacity, "cores"),
-                memory_bytes=_capacity_value(capacity, "memory"),
-            )
+    for key, device in slice_devices(slices, driver=driver):
+        capacity = device.get("capacity") or {}
+        found[key] = _SliceDevice(
+            pci_bus_id=str(
+                ((device.get("attributes") or {}).get(PCI_BUS_ID_ATTRIBUTE) or {}).get("string", "")
+            ),
+            cu_count=_capacity_value(capacity, "cores"),
+            memory_bytes=_capacity_value(capacity, "memory"),
+        )
     return found
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from dra_driver import DRIVER_NAME
 from dra_driver.cluster.kube import AlreadyExists, ApiError, KubeClient, paths
 from dra_driver.testing.cluster import (
+    QUARTER_CARD,
     REPO_ROOT,
     ControlPlane,
     allocation_results,
@@ -41,8 +42,6 @@ from dra_driver.tools.matrix.model import FAIL, PASS, CheckResult
 
 CHART_DIR = REPO_ROOT / "deploy" / "helm" / "dcu-dra-driver"
 DEVICE_CLASSES = REPO_ROOT / "deploy" / "deviceclass.yaml"
-#: A quarter of a Z100 (60 CUs, 32 GiB): as deploy/examples/quarter-card.yaml asks.
-QUARTER = {"cores": "15", "memory": "8188Mi"}
 SHARE_PODS = 5
 #: Pods start real (pause) containers on a loaded 2-core machine.
 POD_TIMEOUT_S = 180.0
@@ -169,7 +168,7 @@ def quarter_card(bed: Bed) -> tuple[str, str]:
     ):
         attributes = device.get("attributes") or {}
         cores = (attributes.get("computeUnits") or {}).get("int")
-        if device.get("allowMultipleAllocations") and cores == 4 * int(QUARTER["cores"]):
+        if device.get("allowMultipleAllocations") and cores == 4 * int(QUARTER_CARD["cores"]):
             return str(device["name"]), str(attributes["uuid"]["string"])
     raise CheckFailedError("the node publishes no shareable device with 60 CUs (a Z100)")
 
@@ -255,7 +254,7 @@ def check_shares(bed: Bed) -> str:
     request = {
         "deviceClassName": "vdcu.dcu.hygon.com",
         "selectors": [{"cel": {"expression": pinned}}],
-        "capacity": {"requests": dict(QUARTER)},
+        "capacity": {"requests": dict(QUARTER_CARD)},
     }
     names = [f"share-{i}" for i in range(SHARE_PODS)]
     for name in names:

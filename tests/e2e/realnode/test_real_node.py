@@ -20,35 +20,17 @@ import time
 from typing import Any
 
 from dra_driver.cluster.kube import KubeClient, paths
-from dra_driver.testing.cluster import wait_for_pod_gone, wait_for_pod_running
+from dra_driver.testing.cluster import (
+    QUARTER_CARD,
+    dcu_claim_template,
+    wait_for_pod_gone,
+    wait_for_pod_running,
+)
 from dra_driver.testing.realnode.node import TEST_IMAGE, RealNode, runtime_container_id
 from dra_driver.testing.waiting import wait_for
 from tests.e2e.realnode.helpers import MARKS, PROBE, PYZ, VERIFY, container_log
 
 pytestmark = MARKS
-
-
-def quarter_template(namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaimTemplate",
-        "metadata": {"name": "quarter-dcu", "namespace": namespace},
-        "spec": {
-            "spec": {
-                "devices": {
-                    "requests": [
-                        {
-                            "name": "dcu",
-                            "exactly": {
-                                "deviceClassName": "vdcu.dcu.hygon.com",
-                                "capacity": {"requests": {"cores": "15", "memory": "8188Mi"}},
-                            },
-                        }
-                    ]
-                }
-            }
-        },
-    }
 
 
 def verify_pod(node: str) -> dict[str, Any]:
@@ -89,7 +71,10 @@ def test_quarter_card_pod_verifies_in_a_real_container(
 ) -> None:
     kubeconfig = real_node.kubeconfig
     started = time.monotonic()
-    kube.create(paths.resource_claim_templates(namespace), quarter_template(namespace))
+    kube.create(
+        paths.resource_claim_templates(namespace),
+        dcu_claim_template("quarter-dcu", namespace=namespace, capacity=QUARTER_CARD),
+    )
     kube.create(paths.pods(namespace), verify_pod(real_node.name))
     pod = wait_for_pod_running(kube, namespace, "quarter", timeout_s=120)
     running_s = time.monotonic() - started
