@@ -70,17 +70,22 @@ class Instance:
         )
 
     def start(self) -> Instance:
-        """Start and wait until the kubelet registered this instance (it is then the newest)."""
+        """Start; wait until the kubelet registered this instance and its connection is up.
+
+        The kubelet calls the newest *connected* plugin, and a registered plugin's connection
+        comes up a moment later (the channel's state callback): waiting for the registration
+        alone let a call still go to the older instance.
+        """
         self.plugin.start()
         wait_for(
             lambda: (
                 self.plugin.returncode is None
                 and any(
-                    p.endpoint == str(self.dra_socket) for p in self.kubelet.registered_plugins()
+                    p.endpoint == str(self.dra_socket) for p in self.kubelet.connected_plugins()
                 )
             ),
             timeout_s=30,
-            description=f"the kubelet to register the instance of pod {self.pod_uid}",
+            description=f"the kubelet to register and connect the instance of pod {self.pod_uid}",
             details=lambda: self.plugin.log_tail(),
         )
         return self
