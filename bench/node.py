@@ -34,7 +34,12 @@ from dra_driver.cluster.kube import AlreadyExists, KubeClient, NotFound, paths
 from dra_driver.errors import DriverError
 from dra_driver.node.devices import Inventory, device_name_for, discover
 from dra_driver.node.mock import MockConfig, create_mock_node, parse_config
-from dra_driver.testing.cluster import ControlPlane, unique_name
+from dra_driver.testing.cluster import (
+    ControlPlane,
+    create_allocated_claim,
+    node_allocation,
+    unique_name,
+)
 from dra_driver.testing.fakekubelet import ClaimRef, FakeKubelet, PluginCallError
 from dra_driver.testing.fakekubelet.plugins import PluginManager
 from dra_driver.testing.invariants import node_state
@@ -289,61 +294,30 @@ class BenchNode:
                 "capacity": {"requests": {"cores": str(SHARE_CORES), "memory": SHARE_MEMORY}},
             }
         )
-        created = self.kube.create(
-            paths.resource_claims(namespace),
-            {
-                "apiVersion": "resource.k8s.io/v1",
-                "kind": "ResourceClaim",
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": {
-                    "devices": {
-                        "requests": [{"name": request, "exactly": exactly} for request in requests]
-                    }
-                },
-            },
-        )
-        created["status"] = {
-            "allocation": {
-                "devices": {
+        stored = create_allocated_claim(
+            self.kube,
+            namespace=namespace,
+            name=name,
+            requests=[{"name": request, "exactly": exactly} for request in requests],
+            allocation=node_allocation(
+                self.name,
+                {
                     "results": [
                         _result(request, device, pool=self.name, whole=whole)
                         for request, device in zip(requests, devices, strict=True)
                     ]
                 },
-                "nodeSelector": {
-                    "nodeSelectorTerms": [
-                        {
-                            "matchFields": [
-                                {"key": "metadata.name", "operator": "In", "values": [self.name]}
-                            ]
-                        }
-                    ]
-                },
-            }
-        }
-        self.kube.replace(paths.resource_claims(namespace, name, subresource="status"), created)
-        return ClaimRef(namespace=namespace, name=name, uid=created["metadata"]["uid"])
+            ),
+        )
+        return ClaimRef(namespace=namespace, name=name, uid=stored["metadata"]["uid"])
 
     def prepare(self, claim: ClaimRef) -> None:
         """NodePrepareResources for one claim (one pod's call); raise ``BenchError`` if it fails."""
-        try:
-            devices = self._client().prepare(DRIVER_NAME, [claim])
-        except PluginCallError as exc:
-            raise BenchError(f"prepare of claim {claim.name}: {exc}") from None
-        if not devices.get(claim.uid):
-            raise BenchError(f"prepare of claim {claim.name}: the answer has no devices")
+        prepare_claim(self.manager, DRIVER_NAME, claim, plugin=f"the plugin of node {self.name}")
 
     def unprepare(self, claim: ClaimRef) -> None:
         """NodeUnprepareResources for one claim; raise ``BenchError`` if it fails."""
-        try:
-            self._client().unprepare(DRIVER_NAME, [claim])
-        except PluginCallError as exc:
-            raise BenchError(f"unprepare of claim {claim.name}: {exc}") from None
-
-    def _client(self) -> PluginManager:
-        if self.manager is None:
-            raise BenchError(f"the plugin of node {self.name} is not connected")
-        return self.manager
+        unprepare_claim(self.manager, DRIVER_NAME, claim, plugin=f"the plugin of node {self.name}")
 
     def _claims_namespace(self) -> str:
         if self.namespace is None:
@@ -351,6 +325,38 @@ class BenchNode:
                 f"node {self.name} has a fake kubelet: claims come from pods, not from the bench"
             )
         return self.namespace
+
+
+def prepare_claim(
+    manager: PluginManager | None, driver: str, claim: ClaimRef, *, plugin: str
+) -> None:
+    """NodePrepareResources for one claim through ``manager``, to ``driver``'s plugin.
+
+    Raises ``BenchError``, naming ``plugin``, if it is not connected, the call fails or the
+    answer holds no devices for the claim.
+    """
+    try:
+        devices = _connected(manager, plugin).prepare(driver, [claim])
+    except PluginCallError as exc:
+        raise BenchError(f"{plugin}: prepare of claim {claim.name}: {exc}") from None
+    if not devices.get(claim.uid):
+        raise BenchError(f"{plugin}: prepare of claim {claim.name}: the answer has no devices")
+
+
+def unprepare_claim(
+    manager: PluginManager | None, driver: str, claim: ClaimRef, *, plugin: str
+) -> None:
+    """NodeUnprepareResources for one claim (see ``prepare_claim``); raises ``BenchError``."""
+    try:
+        _connected(manager, plugin).unprepare(driver, [claim])
+    except PluginCallError as exc:
+        raise BenchError(f"{plugin}: unprepare of claim {claim.name}: {exc}") from None
+
+
+def _connected(manager: PluginManager | None, plugin: str) -> PluginManager:
+    if manager is None:
+        raise BenchError(f"{plugin} is not connected")
+    return manager
 
 
 def _result(request: str, device: str, *, pool: str, whole: bool) -> dict[str, Any]:

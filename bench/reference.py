@@ -44,15 +44,22 @@ from bench.node import (
     BenchNode,
     CycledNode,
     kubelet_client,
+    prepare_claim,
     process_cpu_s,
     process_rss_mib,
+    unprepare_claim,
 )
 from bench.run import compile_package
 from bench.startup import SocketProbe
 from bench.stats import p50, p99, shown
 from dra_driver.cluster.kube import AlreadyExists, KubeClient, KubeError, NotFound, paths
-from dra_driver.testing.cluster import ControlPlane, unique_name
-from dra_driver.testing.fakekubelet import ClaimRef, PluginCallError
+from dra_driver.testing.cluster import (
+    ControlPlane,
+    create_allocated_claim,
+    node_allocation,
+    unique_name,
+)
+from dra_driver.testing.fakekubelet import ClaimRef
 from dra_driver.testing.fakekubelet.plugins import PluginManager
 from dra_driver.testing.waiting import wait_for
 
@@ -178,47 +185,22 @@ class ReferenceNode:
         """Create a claim allocated on ``device``: a share of it, or (``whole``) all of it."""
         name = f"c{self._claims}"
         self._claims += 1
-        created = self.kube.create(
-            paths.resource_claims(self.namespace),
-            {
-                "apiVersion": "resource.k8s.io/v1",
-                "kind": "ResourceClaim",
-                "metadata": {"name": name, "namespace": self.namespace},
-                "spec": {
-                    "devices": {
-                        "requests": [
-                            {"name": "gpu", "exactly": {"deviceClassName": REFERENCE_DRIVER}}
-                        ]
-                    }
-                },
-            },
+        stored = create_allocated_claim(
+            self.kube,
+            namespace=self.namespace,
+            name=name,
+            requests=[{"name": "gpu", "exactly": {"deviceClassName": REFERENCE_DRIVER}}],
+            allocation=reference_allocation(self.name, device, whole=whole),
         )
-        created["status"] = {"allocation": reference_allocation(self.name, device, whole=whole)}
-        self.kube.replace(
-            paths.resource_claims(self.namespace, name, subresource="status"), created
-        )
-        return ClaimRef(namespace=self.namespace, name=name, uid=created["metadata"]["uid"])
+        return ClaimRef(namespace=self.namespace, name=name, uid=stored["metadata"]["uid"])
 
     def prepare(self, claim: ClaimRef) -> None:
         """NodePrepareResources for one claim; raise ``BenchError`` if it fails."""
-        try:
-            devices = self._client().prepare(REFERENCE_DRIVER, [claim])
-        except PluginCallError as exc:
-            raise BenchError(f"reference prepare of claim {claim.name}: {exc}") from None
-        if not devices.get(claim.uid):
-            raise BenchError(f"reference prepare of claim {claim.name}: the answer has no devices")
+        prepare_claim(self.manager, REFERENCE_DRIVER, claim, plugin="the reference plugin")
 
     def unprepare(self, claim: ClaimRef) -> None:
         """NodeUnprepareResources for one claim; raise ``BenchError`` if it fails."""
-        try:
-            self._client().unprepare(REFERENCE_DRIVER, [claim])
-        except PluginCallError as exc:
-            raise BenchError(f"reference unprepare of claim {claim.name}: {exc}") from None
-
-    def _client(self) -> PluginManager:
-        if self.manager is None:
-            raise BenchError("the reference plugin is not connected")
-        return self.manager
+        unprepare_claim(self.manager, REFERENCE_DRIVER, claim, plugin="the reference plugin")
 
     def _log_tail(self) -> str:
         try:
@@ -242,14 +224,7 @@ def reference_allocation(node: str, device: str, *, whole: bool) -> dict[str, An
     if not whole:
         result["shareID"] = str(uuid.uuid4())
         result["consumedCapacity"] = {"memory": REFERENCE_SHARE_MEMORY}
-    return {
-        "devices": {"results": [result]},
-        "nodeSelector": {
-            "nodeSelectorTerms": [
-                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
-            ]
-        },
-    }
+    return node_allocation(node, {"results": [result]})
 
 
 @dataclass(slots=True)

@@ -504,6 +504,48 @@ def allocation_results(claim: Mapping[str, Any]) -> list[dict[str, Any]]:
     return list((allocation.get("devices") or {}).get("results") or [])
 
 
+def node_allocation(node: str, devices: Mapping[str, Any]) -> dict[str, Any]:
+    """A claim's ``status.allocation`` as the scheduler writes it for a node-local device.
+
+    ``devices``: the allocation's ``devices`` (its ``results``, and ``config`` if any); the node
+    selector pins the claim to ``node`` by name.
+    """
+    return {
+        "devices": dict(devices),
+        "nodeSelector": {
+            "nodeSelectorTerms": [
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+            ]
+        },
+    }
+
+
+def create_allocated_claim(
+    client: KubeClient,
+    *,
+    namespace: str,
+    name: str,
+    requests: Iterable[Mapping[str, Any]],
+    allocation: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Create a ResourceClaim of ``requests`` and write ``allocation`` as its status.
+
+    What the scheduler would have done for it, without a pod: the claim as the API server
+    stores it after the status write.
+    """
+    created = client.create(
+        paths.resource_claims(namespace),
+        {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaim",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"devices": {"requests": [dict(request) for request in requests]}},
+        },
+    )
+    created["status"] = {"allocation": dict(allocation)}
+    return client.replace(paths.resource_claims(namespace, name, subresource="status"), created)
+
+
 def slice_devices(
     slices: Iterable[Mapping[str, Any]], *, driver: str
 ) -> Iterator[tuple[tuple[str, str], Mapping[str, Any]]]:

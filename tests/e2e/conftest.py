@@ -44,10 +44,12 @@ from dra_driver.kubeletplugin._pb import dra_v1_pb2, dra_v1_pb2_grpc
 from dra_driver.node.mock import DEFAULT_CONFIG, MockConfig, create_mock_node, parse_config
 from dra_driver.testing.cluster import (
     ControlPlane,
+    create_allocated_claim,
     create_namespace,
     delete_namespace,
     ensure_object,
     load_yaml,
+    node_allocation,
     temporary_objects,
     unique_name,
 )
@@ -397,33 +399,15 @@ def allocated_claim(
     """
     name = unique_name("claim")
     requests = dict.fromkeys(r["request"] for r in results)
-    created = kube.create(
-        paths.resource_claims(namespace),
-        {
-            "apiVersion": "resource.k8s.io/v1",
-            "kind": "ResourceClaim",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "devices": {
-                    "requests": [
-                        {"name": r, "exactly": {"deviceClassName": "vdcu.dcu.hygon.com"}}
-                        for r in requests
-                    ]
-                }
-            },
-        },
+    return create_allocated_claim(
+        kube,
+        namespace=namespace,
+        name=name,
+        requests=[
+            {"name": r, "exactly": {"deviceClassName": "vdcu.dcu.hygon.com"}} for r in requests
+        ],
+        allocation=node_allocation(node, {"results": [{"pool": node, **r} for r in results]}),
     )
-    created["status"] = {
-        "allocation": {
-            "devices": {"results": [{"pool": node, **r} for r in results]},
-            "nodeSelector": {
-                "nodeSelectorTerms": [
-                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
-                ]
-            },
-        }
-    }
-    return kube.replace(paths.resource_claims(namespace, name, subresource="status"), created)
 
 
 def v1_ref(claim: Mapping[str, Any]) -> dra_v1_pb2.Claim:

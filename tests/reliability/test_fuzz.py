@@ -53,6 +53,7 @@ from dra_driver.testing.cluster import (
     ControlPlane,
     create_namespace,
     delete_namespace,
+    node_allocation,
     unique_name,
 )
 from dra_driver.vdcu.opaque import API_VERSION, KIND, MAX_PARAMETERS_BYTES
@@ -186,18 +187,7 @@ def create_claim(node: FuzzNode, case: ClaimCase, name: str, stats: FuzzStats) -
     if not case.allocated:
         return uid, True
     created["status"] = {
-        "allocation": {
-            "devices": case.allocation(node.daemon.name),
-            "nodeSelector": {
-                "nodeSelectorTerms": [
-                    {
-                        "matchFields": [
-                            {"key": "metadata.name", "operator": "In", "values": [node.daemon.name]}
-                        ]
-                    }
-                ]
-            },
-        }
+        "allocation": node_allocation(node.daemon.name, case.allocation(node.daemon.name))
     }
     try:
         with deep_json():
