@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.stats import shown
+
 Results = dict[str, float | int | str | bool]
 
 
@@ -308,15 +310,10 @@ def _rows(results: Mapping[str, object]) -> list[Row]:
 
 
 def _number(value: object, unit: str) -> str:
+    """A figure of the one-run table (seconds to the 10 ms), or ``-`` for a missing one."""
     if not isinstance(value, int | float) or isinstance(value, bool):
         return "-"
-    if unit == "/s":
-        return f"{value:.0f}/s"
-    if unit == "s":
-        return f"{value:.2f} s"
-    if unit == "MiB":
-        return f"{value:.1f} MiB"
-    return f"{value:.2f} {unit}"
+    return shown(value, unit, second_digits=2)
 
 
 def table_rows(results: Mapping[str, object]) -> list[tuple[str, str, str, str, str, str]]:

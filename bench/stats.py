@@ -31,12 +31,16 @@ def split(total: int, parts: int) -> list[int]:
     return [size + (1 if index < rest else 0) for index in range(parts)]
 
 
-def shown(value: float, unit: str) -> str:
-    """A figure for a side-by-side table: ``/s`` whole, ``s`` to the ms, ``MiB`` to 0.1, else ms."""
+def shown(value: float, unit: str, *, second_digits: int = 3) -> str:
+    """A figure with its unit: ``/s`` whole, ``s`` to ``second_digits`` decimals, ``MiB`` to 0.1.
+
+    Any other unit (ms) to 0.01. The side-by-side tables show seconds to the ms, the one-run
+    table (``report``) to 10 ms.
+    """
     if unit == "/s":
         return f"{value:.0f}/s"
     if unit == "s":
-        return f"{value:.3f} s"
+        return f"{value:.{second_digits}f} s"
     if unit == "MiB":
         return f"{value:.1f} MiB"
-    return f"{value:.2f} ms"
+    return f"{value:.2f} {unit}"
