@@ -323,7 +323,7 @@ class DcuPlugin:
         return staged, failed
 
     def _commit_files(self, staged: Sequence[_StagedFiles]) -> dict[ClaimUID, DriverError]:
-        """Rename synced files into place, claim by claim, vdev files first; the failures."""
+        """Rename the closed staged files into place, claim by claim, vdev first; the failures."""
         failed: dict[ClaimUID, DriverError] = {}
         for claim in staged:
             try:
@@ -342,7 +342,7 @@ class DcuPlugin:
         return failed
 
     def _stage_claim_files(self, entry: ClaimEntry) -> _StagedFiles:
-        """Stage the claim's files (temp files, not yet synced); raises ``DriverError``."""
+        """Stage the claim's files (temp files, still open); raises ``DriverError``."""
         vdev_configs = self._claim_files.vdev_configs(entry)
         vdev_dir = self._vdev_dir(entry.uid) if vdev_configs else None
         vdev_files: list[StagedFile] = []

@@ -146,7 +146,7 @@ def close_staged(files: Sequence[StagedFile]) -> None:
 
 
 def commit_staged(staged: StagedFile) -> None:
-    """Rename a synced staged file into place (atomically replacing any old file)."""
+    """Rename a synced or closed staged file into place (atomically replacing any old file)."""
     os.replace(staged.temp, staged.path)
 
 
