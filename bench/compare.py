@@ -23,15 +23,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dra_driver
 from bench import latency, throughput
-from bench.node import BenchError, BenchNode
-from bench.startup import SocketProbe
+from bench.node import BenchNode
+from bench.startup import time_to_socket
 from bench.stats import shown
 from dra_driver.errors import DriverError
 from dra_driver.testing.cluster import ControlPlane
@@ -115,16 +114,8 @@ def _in_turn(sides: Sequence[Side], index: int) -> Sequence[Side]:
 def _start(side: Side) -> None:
     """(Re)start the side's daemon; record when its DRA socket accepts, and its CPU by then."""
     plugin = side.node.plugin
-    if plugin.process is not None:
-        plugin.stop()
-        plugin.process = None
-    started = time.perf_counter()
-    plugin.start()
-    probe = SocketProbe(plugin.data_dir / "dra.sock", started)
-    probe.run()  # here, not on a thread: nothing else to do meanwhile
-    if probe.accepted_s is None:
-        raise BenchError(f"the DRA socket of the {side.name} daemon never accepted a connection")
-    side.socket_s.append(probe.accepted_s)
+    plugin.stop_if_started()
+    side.socket_s.append(time_to_socket(plugin.start, plugin.data_dir / "dra.sock"))
     side.socket_cpu_s.append(side.node.cpu_s())  # ``env`` execs: the daemon keeps the pid
 
 

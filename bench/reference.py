@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ from bench.node import (
     unprepare_claim,
 )
 from bench.run import compile_package
-from bench.startup import SocketProbe
+from bench.startup import time_to_socket
 from bench.stats import p50, p99, shown
 from dra_driver.cluster.kube import AlreadyExists, KubeClient, KubeError, NotFound, paths
 from dra_driver.testing.cluster import (
@@ -324,9 +323,7 @@ def our_side(name: str, plane: ControlPlane, base: Path, tree: Path | None) -> S
         if node.manager is not None:
             node.manager.stop()
             node.manager = None
-        if node.plugin.process is not None:
-            node.plugin.stop()
-            node.plugin.process = None
+        node.plugin.stop_if_started()
         return _started(node.plugin.start, node.plugin.data_dir / "dra.sock", node.connect)
 
     restart()
@@ -361,14 +358,9 @@ def reference_side(plane: ControlPlane, base: Path, binary: Path) -> Side:
 
 def _started(start: Callable[[], object], socket: Path, connect: Callable[[], None]) -> float:
     """Start a plugin; seconds until ``socket`` accepted; then register it with a client."""
-    started = time.perf_counter()
-    start()
-    probe = SocketProbe(socket, started)
-    probe.run()  # here, not on a thread: nothing else to do meanwhile
-    if probe.accepted_s is None:
-        raise BenchError(f"the DRA socket {socket} never accepted a connection")
+    accepted_s = time_to_socket(start, socket)
     connect()
-    return probe.accepted_s
+    return accepted_s
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +53,7 @@ def _start_once(node: BenchNode) -> tuple[float, float]:
 
     Returns the seconds until the slice shows and until the DRA socket accepts.
     """
-    if node.plugin.process is not None:
-        node.plugin.stop()
-        node.plugin.process = None
+    node.plugin.stop_if_started()
     kube = node.kube
     selector = node.slice_selector()
     kube.delete_collection(paths.resource_slices(), field_selector=selector)
@@ -108,3 +107,17 @@ class SocketProbe(threading.Thread):
                     continue
                 self.accepted_s = time.perf_counter() - self.started
                 return
+
+
+def time_to_socket(start: Callable[[], object], path: Path) -> float:
+    """Call ``start`` (a plugin's start); seconds until the unix socket ``path`` accepts.
+
+    Raises ``BenchError`` if it never does within ``READY_TIMEOUT_S``.
+    """
+    started = time.perf_counter()
+    start()
+    probe = SocketProbe(path, started)
+    probe.run()  # here, not on a thread: nothing else to do meanwhile
+    if probe.accepted_s is None:
+        raise BenchError(f"the DRA socket {path} never accepted a connection")
+    return probe.accepted_s

@@ -228,10 +228,14 @@ class PluginProcess:
 
         The new process appends to the same log, so :meth:`output` holds both runs.
         """
+        self.stop_if_started(sig)
+        return self.start()
+
+    def stop_if_started(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the daemon with ``sig`` if it was started, so that :meth:`start` can run again."""
         if self.process is not None:
             self.stop(sig)
             self.process = None
-        return self.start()
 
     @property
     def returncode(self) -> int | None:
