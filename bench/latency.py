@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from bench.node import BenchNode, CycledNode
 from bench.stats import split
@@ -22,6 +23,8 @@ from dra_driver.testing.fakekubelet import ClaimRef
 
 #: Cycles run before measuring, so lazy imports, thread pools and caches are warm.
 WARM_UP_CYCLES = 20
+
+_Item = TypeVar("_Item")
 
 
 @dataclass(slots=True)
@@ -106,7 +109,7 @@ def live_comparison(
     return alone, crowded
 
 
-def in_flight(node: BenchNode, claims: Sequence[ClaimRef], *, rounds: int) -> Cycles:
+def in_flight(node: CycledNode, claims: Sequence[ClaimRef], *, rounds: int) -> Cycles:
     """All ``claims`` prepared at once, then all unprepared at once; ``rounds`` times.
 
     One call per claim, like pods starting together; each call's latency counts from the
@@ -122,20 +125,31 @@ def in_flight(node: BenchNode, claims: Sequence[ClaimRef], *, rounds: int) -> Cy
                 (node.prepare, result.prepare_ms),
                 (node.unprepare, result.unprepare_ms),
             ):
-                gate = threading.Barrier(len(claims))
                 started = time.perf_counter()
-                samples.extend(pool.map(functools.partial(_gated_ms, gate, call), claims))
+                samples.extend(at_once(pool, call, claims))
                 result.wall_s += time.perf_counter() - started
     result.cpu_s = node.cpu_s() - cpu_before
     return result
 
 
-def _gated_ms(gate: threading.Barrier, call: Callable[[ClaimRef], None], claim: ClaimRef) -> float:
+def at_once(
+    pool: ThreadPoolExecutor, call: Callable[[_Item], object], items: Sequence[_Item]
+) -> list[float]:
+    """``call`` for every item at once, one thread each; each call's latency in ms.
+
+    The threads wait for each other at a barrier, so every clock starts at (nearly) the same
+    moment. ``pool`` needs at least ``len(items)`` workers, or the barrier never opens.
+    """
+    gate = threading.Barrier(len(items))
+    return list(pool.map(functools.partial(_gated_ms, gate, call), items))
+
+
+def _gated_ms(gate: threading.Barrier, call: Callable[[_Item], object], item: _Item) -> float:
     gate.wait()
-    return _timed_ms(call, claim)
+    return _timed_ms(call, item)
 
 
-def _timed_ms(call: Callable[[ClaimRef], None], claim: ClaimRef) -> float:
+def _timed_ms(call: Callable[[_Item], object], item: _Item) -> float:
     started = time.perf_counter()
-    call(claim)
+    call(item)
     return (time.perf_counter() - started) * 1000

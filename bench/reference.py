@@ -17,6 +17,10 @@ order so a machine that gets busier weighs on all alike:
   (for the reference: a ``shareID`` and consumed memory), each call timed from the caller's
   side, and the plugin's CPU time (user + system) per cycle;
 - 8 callers cycling share claims on 8 devices over one shared connection: cycles/s;
+- 16 and 64 share claims prepared at once, then unprepared at once (claim k on device
+  k mod 16, as in ``make bench``): the p50 of the prepares from the common start, that p50
+  against the side's own sequential share prepare p50 (issue 15's target: 3x at most), and
+  the plugin's CPU per cycle;
 - process start to DRA socket accepting, and RSS after the cycles.
 
 The last column(s) divide each of ours by the reference.
@@ -72,6 +76,10 @@ DEVICES = 16
 CALLERS = 8
 #: Sequential cycles before the first block's measurement (imports, pools, caches warm).
 WARM_UP_CYCLES = 5
+#: Calls in flight at once in the in-flight blocks, as in ``make bench``.
+IN_FLIGHT = (16, 64)
+#: Shares per device for the largest in-flight block: a quarter card each (20Gi of 80Gi).
+SHARES_PER_DEVICE = max(IN_FLIGHT) // DEVICES
 
 
 class ReferenceNode:
@@ -235,11 +243,16 @@ class Side:
     whole_claims: list[ClaimRef]
     share_claims: list[ClaimRef]
     caller_claims: list[ClaimRef]
+    flight_claims: list[ClaimRef]
+    """Share claims for the in-flight blocks; claim k is on device k mod ``DEVICES``."""
     restart: Callable[[], float]
     """Stops and starts the plugin again, registers it; seconds until its DRA socket accepted."""
     whole: latency.Cycles = field(default_factory=latency.Cycles)
     share: latency.Cycles = field(default_factory=latency.Cycles)
     cycles_per_s: list[float] = field(default_factory=list)
+    in_flight: dict[int, latency.Cycles] = field(
+        default_factory=lambda: {size: latency.Cycles() for size in IN_FLIGHT}
+    )
     socket_s: list[float] = field(default_factory=list)
     rss_mib: float = 0.0
 
@@ -256,6 +269,8 @@ def measure(sides: Sequence[Side], *, blocks: int, cycles: int, starts: int) -> 
                 side.node, side.caller_claims, cycles=cycles * CALLERS
             )
             side.cycles_per_s.append(busy.cycles_per_s)
+            for size, flight in side.in_flight.items():
+                flight.extend(latency.in_flight(side.node, side.flight_claims[:size], rounds=1))
         print(f"block {block + 1}/{blocks} done", flush=True)
     for side in sides:
         side.rss_mib = side.node.rss_mib()
@@ -274,6 +289,7 @@ def render(sides: Sequence[Side]) -> str:
     ]
     rows += [
         (f"cycles/s, {CALLERS} callers, share", lambda s: med(s.cycles_per_s), "/s"),
+        *(row for size in IN_FLIGHT for row in _in_flight_rows(size)),
         ("start -> DRA socket accepts", lambda s: med(s.socket_s), "s"),
         ("RSS after the cycles", lambda s: s.rss_mib, "MiB"),
     ]
@@ -310,6 +326,23 @@ def _cycle_rows(label: str, cycles: Callable[[Side], latency.Cycles]) -> list[_R
     ]
 
 
+def _in_flight_rows(size: int) -> list[_Row]:
+    """The rows of ``size`` share prepares in flight: p50, p50 over sequential p50, CPU."""
+
+    def flight_p50(side: Side) -> float:
+        return p50(side.in_flight[size].prepare_ms)
+
+    return [
+        (f"prepare p50, {size} in flight", flight_p50, "ms"),
+        (
+            f"prepare p50, {size} in flight / share p50",
+            lambda side: flight_p50(side) / p50(side.share.prepare_ms),
+            "x",
+        ),
+        (f"CPU per cycle, {size} in flight", lambda s: s.in_flight[size].cpu_ms_per_cycle, "ms"),
+    ]
+
+
 def our_side(name: str, plane: ControlPlane, base: Path, tree: Path | None) -> Side:
     """Our daemon on a bench node of its own, started and registered, with its claims.
 
@@ -333,6 +366,9 @@ def our_side(name: str, plane: ControlPlane, base: Path, tree: Path | None) -> S
         whole_claims=[node.claim([device], whole=True) for device in node.devices[8:10]],
         share_claims=[node.claim([device]) for device in node.devices[:4]],
         caller_claims=[node.claim([device]) for device in node.devices[:CALLERS]],
+        flight_claims=[
+            node.claim([device]) for _ in range(SHARES_PER_DEVICE) for device in node.devices
+        ],
         restart=restart,
     )
 
@@ -352,6 +388,9 @@ def reference_side(plane: ControlPlane, base: Path, binary: Path) -> Side:
         whole_claims=[node.claim(device, whole=True) for device in node.devices[8:10]],
         share_claims=[node.claim(device) for device in node.devices[:4]],
         caller_claims=[node.claim(device) for device in node.devices[:CALLERS]],
+        flight_claims=[
+            node.claim(device) for _ in range(SHARES_PER_DEVICE) for device in node.devices
+        ],
         restart=restart,
     )
 

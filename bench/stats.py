@@ -34,8 +34,8 @@ def split(total: int, parts: int) -> list[int]:
 def shown(value: float, unit: str, *, second_digits: int = 3) -> str:
     """A figure with its unit: ``/s`` whole, ``s`` to ``second_digits`` decimals, ``MiB`` to 0.1.
 
-    Any other unit (ms) to 0.01. The side-by-side tables show seconds to the ms, the one-run
-    table (``report``) to 10 ms.
+    A ratio (``x``) and any other unit (ms) to 0.01. The side-by-side tables show seconds to
+    the ms, the one-run table (``report``) to 10 ms.
     """
     if unit == "/s":
         return f"{value:.0f}/s"
@@ -43,4 +43,6 @@ def shown(value: float, unit: str, *, second_digits: int = 3) -> str:
         return f"{value:.{second_digits}f} s"
     if unit == "MiB":
         return f"{value:.1f} MiB"
+    if unit == "x":
+        return f"{value:.2f}x"
     return f"{value:.2f} {unit}"

@@ -102,6 +102,11 @@ def test_the_measurement_and_table_with_our_daemon_on_both_sides(
         measure(sides, blocks=2, cycles=15, starts=1)
         for side in sides:
             assert side.whole.cycles == 30 and side.share.cycles == 30
+            assert {size: flight.cycles for size, flight in side.in_flight.items()} == {
+                16: 32,
+                64: 128,
+            }
+            assert all(flight.cpu_ms_per_cycle > 0 for flight in side.in_flight.values())
             assert len(side.cycles_per_s) == 2 and all(rate > 0 for rate in side.cycles_per_s)
             assert len(side.socket_s) == 1 and 0 < side.socket_s[0] < 60
             assert side.whole.cpu_ms_per_cycle > 0 and 10 < side.rss_mib < 500
@@ -123,6 +128,12 @@ def test_the_measurement_and_table_with_our_daemon_on_both_sides(
         "cycles/s, 1 caller, share",
         "CPU per cycle, share",
         "cycles/s, 8 callers, share",
+        "prepare p50, 16 in flight",
+        "prepare p50, 16 in flight / share p50",
+        "CPU per cycle, 16 in flight",
+        "prepare p50, 64 in flight",
+        "prepare p50, 64 in flight / share p50",
+        "CPU per cycle, 64 in flight",
         "start -> DRA socket accepts",
         "RSS after the cycles",
     ]
