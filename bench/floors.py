@@ -15,6 +15,12 @@ daemon uses, and reported as a median:
 An unprepare needs no GET: its floor is a round trip and one write. A ``FloorProbe`` stays up
 for the whole run and is sampled in blocks between the driver's own measurements, so a
 machine that gets busier or quieter during the run moves the floors and the figures alike.
+
+With N calls in flight, the floor is what N calls at once cost the same tools: the median of
+N round trips to the empty server issued at once (one channel, as the kubelet's one
+connection), plus the median of N GETs of the claim issued at once (the same reader, whose
+kept-open connections the daemon's reads share too), plus one write, which a driver doing
+nothing else could share between all N.
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 import grpc
 
+from bench.latency import at_once
 from bench.node import BenchError, BenchNode
 from bench.stats import p50
 from dra_driver.cluster.kube import paths
@@ -65,6 +73,23 @@ class Floors:
         return self.grpc_round_trip_ms + self.atomic_write_ms
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InFlightFloors:
+    """Medians of ``calls`` round trips and of ``calls`` GETs issued at once, in ms."""
+
+    calls: int
+    grpc_round_trip_ms: float
+    claim_get_ms: float
+    atomic_write_ms: float
+    """One write (the sequential median): a driver doing only the floors shares it."""
+    rounds: int
+
+    @property
+    def prepare_ms(self) -> float:
+        """The floor of a prepare among ``calls`` in flight: round trip + GET + one write."""
+        return self.grpc_round_trip_ms + self.claim_get_ms + self.atomic_write_ms
+
+
 @dataclass(slots=True)
 class _Samples:
     round_trip_ms: list[float] = field(default_factory=list)
@@ -83,6 +108,7 @@ class FloorProbe:
         self.socket = work / "empty.sock"
         self.target = node.plugin.data_dir.parent / "floor" / "floor.json"
         self._samples = _Samples()
+        self._in_flight: dict[int, _Samples] = {}
         self._server: subprocess.Popen[bytes] | None = None
         self._channel: grpc.Channel | None = None
         self._claim_path = ""
@@ -134,6 +160,37 @@ class FloorProbe:
             started = time.perf_counter()
             write_atomically(self.target, data)
             samples.write_ms.append(_ms_since(started))
+
+    def sample_in_flight(self, calls: int, *, rounds: int = 1) -> None:
+        """``rounds`` times: ``calls`` round trips at once, then ``calls`` GETs at once."""
+        assert self._channel is not None, "use FloorProbe as a context manager"
+        stub = dra_v1_pb2_grpc.DRAPluginStub(self._channel)
+        requests = [
+            dra_v1_pb2.NodePrepareResourcesRequest(
+                claims=[dra_v1_pb2.Claim(namespace="bench", name="floor", uid=str(uuid.uuid4()))]
+            )
+            for _ in range(calls)
+        ]
+        samples = self._in_flight.setdefault(calls, _Samples())
+        with ThreadPoolExecutor(max_workers=calls, thread_name_prefix="floor") as pool:
+            for _ in range(rounds):
+                samples.round_trip_ms += at_once(
+                    pool, lambda request: stub.NodePrepareResources(request, timeout=10), requests
+                )
+                samples.get_ms += at_once(
+                    pool, lambda _: self.node.kube.reader.get(self._claim_path), range(calls)
+                )
+
+    def in_flight_floors(self, calls: int) -> InFlightFloors:
+        """The medians of every ``sample_in_flight(calls)`` so far, with the write's median."""
+        samples = self._in_flight[calls]
+        return InFlightFloors(
+            calls=calls,
+            grpc_round_trip_ms=p50(samples.round_trip_ms),
+            claim_get_ms=p50(samples.get_ms),
+            atomic_write_ms=p50(self._samples.write_ms),
+            rounds=len(samples.get_ms) // calls,
+        )
 
     def floors(self) -> Floors:
         """The medians of every sample taken so far."""

@@ -226,50 +226,7 @@ def _rows(results: Mapping[str, object]) -> list[Row]:
             ratio_key="prepare_64_live_ratio",
             target=flat,
         ),
-        Row(
-            label="prepare, 16 in flight, p50",
-            key="prepare_p50_ms_16_in_flight",
-            unit="ms",
-            floor_key="prepare_floor_ms",
-            ratio_key="prepare_p50_floor_ratio_16_in_flight",
-        ),
-        Row(
-            label="  ... against 1 vDCU claim alone",
-            key="prepare_p50_ms_16_in_flight",
-            unit="ms",
-            floor_key="prepare_p50_ms",
-            ratio_key="prepare_p50_single_ratio_16_in_flight",
-            target=_target("prepare_p50_single_ratio_16_in_flight"),
-        ),
-        Row(
-            label="prepare, 16 in flight, p99",
-            key="prepare_p99_ms_16_in_flight",
-            unit="ms",
-            floor_key="prepare_floor_ms",
-            ratio_key="prepare_p99_floor_ratio_16_in_flight",
-        ),
-        Row(
-            label="prepare, 64 in flight, p50",
-            key="prepare_p50_ms_64_in_flight",
-            unit="ms",
-            floor_key="prepare_floor_ms",
-            ratio_key="prepare_p50_floor_ratio_64_in_flight",
-        ),
-        Row(
-            label="  ... against 1 vDCU claim alone",
-            key="prepare_p50_ms_64_in_flight",
-            unit="ms",
-            floor_key="prepare_p50_ms",
-            ratio_key="prepare_p50_single_ratio_64_in_flight",
-            target=_target("prepare_p50_single_ratio_64_in_flight"),
-        ),
-        Row(
-            label="prepare, 64 in flight, p99",
-            key="prepare_p99_ms_64_in_flight",
-            unit="ms",
-            floor_key="prepare_floor_ms",
-            ratio_key="prepare_p99_floor_ratio_64_in_flight",
-        ),
+        *(row for size in (16, 64) for row in _in_flight_rows(size)),
         Row(
             label=f"cycles/s, {callers} concurrent callers",
             key="cycles_per_s",
@@ -305,6 +262,50 @@ def _rows(results: Mapping[str, object]) -> list[Row]:
             key="rss_growth_mib",
             unit="MiB",
             target=_target("rss_growth_mib"),
+        ),
+    ]
+
+
+def _in_flight_rows(size: int) -> list[Row]:
+    """The rows of ``size`` prepares in flight: their floors, p50 and p99 against them."""
+    flight = f"{size}_in_flight"
+    return [
+        Row(
+            label=f"floor: {size} gRPC round trips at once, p50",
+            key=f"floor_grpc_round_trip_ms_{flight}",
+            unit="ms",
+        ),
+        Row(
+            label=f"floor: {size} GETs at once, p50", key=f"floor_claim_get_ms_{flight}", unit="ms"
+        ),
+        Row(
+            label=f"prepare, {size} in flight, p50",
+            key=f"prepare_p50_ms_{flight}",
+            unit="ms",
+            floor_key=f"prepare_floor_ms_{flight}",
+            ratio_key=f"prepare_p50_floor_ratio_{flight}",
+        ),
+        Row(
+            label="  ... against 1 vDCU claim alone",
+            key=f"prepare_p50_ms_{flight}",
+            unit="ms",
+            floor_key="prepare_p50_ms",
+            ratio_key=f"prepare_p50_single_ratio_{flight}",
+            target=_target(f"prepare_p50_single_ratio_{flight}"),
+        ),
+        Row(
+            label="  ... its floor against 1 vDCU claim alone",
+            key=f"prepare_floor_ms_{flight}",
+            unit="ms",
+            floor_key="prepare_p50_ms",
+            ratio_key=f"prepare_floor_single_ratio_{flight}",
+        ),
+        Row(
+            label=f"prepare, {size} in flight, p99",
+            key=f"prepare_p99_ms_{flight}",
+            unit="ms",
+            floor_key=f"prepare_floor_ms_{flight}",
+            ratio_key=f"prepare_p99_floor_ratio_{flight}",
         ),
     ]
 

@@ -87,6 +87,22 @@ def test_quick_bench_reports_every_figure_consistently(
     assert n["prepare_p50_single_ratio_16_in_flight"] == pytest.approx(
         n["prepare_p50_ms_16_in_flight"] / n["prepare_p50_ms"], abs=0.01
     )
+    # In flight, the floor is that many round trips and GETs at once, plus one write.
+    for size in (16, 64):
+        flight = f"{size}_in_flight"
+        assert n[f"floor_grpc_round_trip_ms_{flight}"] > 0 and n[f"floor_claim_get_ms_{flight}"] > 0
+        assert n[f"prepare_floor_ms_{flight}"] == pytest.approx(
+            n[f"floor_grpc_round_trip_ms_{flight}"]
+            + n[f"floor_claim_get_ms_{flight}"]
+            + n["floor_atomic_write_ms"],
+            abs=0.002,
+        )
+        assert n[f"prepare_p50_floor_ratio_{flight}"] == pytest.approx(
+            n[f"prepare_p50_ms_{flight}"] / n[f"prepare_floor_ms_{flight}"], abs=0.01
+        )
+        assert n[f"prepare_floor_single_ratio_{flight}"] == pytest.approx(
+            n[f"prepare_floor_ms_{flight}"] / n["prepare_p50_ms"], abs=0.01
+        )
     assert 10 < n["rss_idle_mib"] < 1000
     assert n["rss_after_mib"] == pytest.approx(n["rss_warm_mib"] + n["rss_growth_mib"], abs=0.11)
     # Every target is judged.
