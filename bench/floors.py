@@ -73,23 +73,6 @@ class Floors:
         return self.grpc_round_trip_ms + self.atomic_write_ms
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InFlightFloors:
-    """Medians of ``calls`` round trips and of ``calls`` GETs issued at once, in ms."""
-
-    calls: int
-    grpc_round_trip_ms: float
-    claim_get_ms: float
-    atomic_write_ms: float
-    """One write (the sequential median): a driver doing only the floors shares it."""
-    rounds: int
-
-    @property
-    def prepare_ms(self) -> float:
-        """The floor of a prepare among ``calls`` in flight: round trip + GET + one write."""
-        return self.grpc_round_trip_ms + self.claim_get_ms + self.atomic_write_ms
-
-
 @dataclass(slots=True)
 class _Samples:
     round_trip_ms: list[float] = field(default_factory=list)
@@ -181,15 +164,18 @@ class FloorProbe:
                     pool, lambda _: self.node.kube.reader.get(self._claim_path), range(calls)
                 )
 
-    def in_flight_floors(self, calls: int) -> InFlightFloors:
-        """The medians of every ``sample_in_flight(calls)`` so far, with the write's median."""
+    def in_flight_floors(self, calls: int) -> Floors:
+        """The medians of every ``sample_in_flight(calls)`` so far, and of the sequential writes.
+
+        The write is the sequential one: a driver doing nothing but the floors could share one
+        write between all ``calls``.
+        """
         samples = self._in_flight[calls]
-        return InFlightFloors(
-            calls=calls,
+        return Floors(
             grpc_round_trip_ms=p50(samples.round_trip_ms),
             claim_get_ms=p50(samples.get_ms),
             atomic_write_ms=p50(self._samples.write_ms),
-            rounds=len(samples.get_ms) // calls,
+            samples=len(samples.get_ms),
         )
 
     def floors(self) -> Floors:

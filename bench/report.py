@@ -269,6 +269,16 @@ def _rows(results: Mapping[str, object]) -> list[Row]:
 def _in_flight_rows(size: int) -> list[Row]:
     """The rows of ``size`` prepares in flight: their floors, p50 and p99 against them."""
     flight = f"{size}_in_flight"
+
+    def against_floor(percentile: str) -> Row:
+        return Row(
+            label=f"prepare, {size} in flight, {percentile}",
+            key=f"prepare_{percentile}_ms_{flight}",
+            unit="ms",
+            floor_key=f"prepare_floor_ms_{flight}",
+            ratio_key=f"prepare_{percentile}_floor_ratio_{flight}",
+        )
+
     return [
         Row(
             label=f"floor: {size} gRPC round trips at once, p50",
@@ -278,13 +288,7 @@ def _in_flight_rows(size: int) -> list[Row]:
         Row(
             label=f"floor: {size} GETs at once, p50", key=f"floor_claim_get_ms_{flight}", unit="ms"
         ),
-        Row(
-            label=f"prepare, {size} in flight, p50",
-            key=f"prepare_p50_ms_{flight}",
-            unit="ms",
-            floor_key=f"prepare_floor_ms_{flight}",
-            ratio_key=f"prepare_p50_floor_ratio_{flight}",
-        ),
+        against_floor("p50"),
         Row(
             label="  ... against 1 vDCU claim alone",
             key=f"prepare_p50_ms_{flight}",
@@ -300,13 +304,7 @@ def _in_flight_rows(size: int) -> list[Row]:
             floor_key="prepare_p50_ms",
             ratio_key=f"prepare_floor_single_ratio_{flight}",
         ),
-        Row(
-            label=f"prepare, {size} in flight, p99",
-            key=f"prepare_p99_ms_{flight}",
-            unit="ms",
-            floor_key=f"prepare_floor_ms_{flight}",
-            ratio_key=f"prepare_p99_floor_ratio_{flight}",
-        ),
+        against_floor("p99"),
     ]
 
 

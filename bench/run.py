@@ -155,7 +155,7 @@ def run_bench(
                 f"16 and 64 in flight, and their floors: {settings.in_flight_rounds} "
                 "alternating round(s) each"
             )
-            flights: dict[int, tuple[latency.Cycles, floors.InFlightFloors]] = {}
+            flights: dict[int, tuple[latency.Cycles, floors.Floors]] = {}
             for size in IN_FLIGHT:
                 flight = latency.Cycles()
                 for _ in range(settings.in_flight_rounds):
@@ -219,7 +219,7 @@ def _results(
     double: latency.Cycles,
     alone: latency.Cycles,
     live: latency.Cycles,
-    flights: Mapping[int, tuple[latency.Cycles, floors.InFlightFloors]],
+    flights: Mapping[int, tuple[latency.Cycles, floors.Floors]],
     busy: throughput.Throughput,
 ) -> Results:
     """The flat result object (before judging)."""
