@@ -29,6 +29,7 @@ The last column(s) divide each of ours by the reference.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import statistics
 import subprocess
@@ -424,6 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-reference-"))
     plane = ControlPlane(data_dir=work / "cp")
     sides: list[Side] = []
+    measured = False
     try:
         compile_package()
         if args.before is not None:
@@ -437,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render(sides))
         with open("/proc/loadavg", encoding="ascii") as loadavg:
             print(f"load average at the end: {loadavg.read().split()[0]}")
+        measured = True
     except BenchError as exc:
         print(f"bench.reference: {exc}", file=sys.stderr)
         return 1
@@ -444,6 +447,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for side in sides:
             side.node.close()
         plane.stop()
+        if measured:  # the control plane's data, the plugins' logs and sockets
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"bench.reference: its logs and data are kept in {work}", file=sys.stderr)
     return 0
 
 
