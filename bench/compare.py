@@ -94,7 +94,7 @@ def run(other: Path, *, blocks: int, cycles: int, starts: int, work: Path) -> li
                 )
                 side.whole.extend(latency.sequential(node, side.wholes, cycles=cycles, warm_up=0))
                 for size, samples in ((16, side.flight16), (64, side.flight64)):
-                    samples.extend(latency.in_flight(node, side.shares[:size], rounds=1).prepare_ms)
+                    samples.extend(latency.in_flight(node, side.shares[:size]).prepare_ms)
                 busy = throughput.concurrent_cycles(
                     node, side.shares[:CALLERS], cycles=CALLERS * cycles * 4
                 )

@@ -144,8 +144,8 @@ class FloorProbe:
             write_atomically(self.target, data)
             samples.write_ms.append(_ms_since(started))
 
-    def sample_in_flight(self, calls: int, *, rounds: int = 1) -> None:
-        """``rounds`` times: ``calls`` round trips at once, then ``calls`` GETs at once."""
+    def sample_in_flight(self, calls: int) -> None:
+        """One round: ``calls`` round trips at once, then ``calls`` GETs at once."""
         assert self._channel is not None, "use FloorProbe as a context manager"
         stub = dra_v1_pb2_grpc.DRAPluginStub(self._channel)
         requests = [
@@ -156,13 +156,12 @@ class FloorProbe:
         ]
         samples = self._in_flight.setdefault(calls, _Samples())
         with ThreadPoolExecutor(max_workers=calls, thread_name_prefix="floor") as pool:
-            for _ in range(rounds):
-                samples.round_trip_ms += at_once(
-                    pool, lambda request: stub.NodePrepareResources(request, timeout=10), requests
-                )
-                samples.get_ms += at_once(
-                    pool, lambda _: self.node.kube.reader.get(self._claim_path), range(calls)
-                )
+            samples.round_trip_ms += at_once(
+                pool, lambda request: stub.NodePrepareResources(request, timeout=10), requests
+            )
+            samples.get_ms += at_once(
+                pool, lambda _: self.node.kube.reader.get(self._claim_path), range(calls)
+            )
 
     def in_flight_floors(self, calls: int) -> Floors:
         """The medians of every ``sample_in_flight(calls)`` so far, and of the sequential writes.

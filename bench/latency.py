@@ -24,6 +24,9 @@ from dra_driver.testing.fakekubelet import ClaimRef
 #: Cycles run before measuring, so lazy imports, thread pools and caches are warm.
 WARM_UP_CYCLES = 20
 
+#: Prepares issued at once in the in-flight measurements (issue 15's sizes).
+IN_FLIGHT = (16, 64)
+
 _Item = TypeVar("_Item")
 
 
@@ -109,25 +112,24 @@ def live_comparison(
     return alone, crowded
 
 
-def in_flight(node: CycledNode, claims: Sequence[ClaimRef], *, rounds: int) -> Cycles:
-    """All ``claims`` prepared at once, then all unprepared at once; ``rounds`` times.
+def in_flight(node: CycledNode, claims: Sequence[ClaimRef]) -> Cycles:
+    """One round: all ``claims`` prepared at once, then all unprepared at once.
 
     One call per claim, like pods starting together; each call's latency counts from the
-    common start.
+    common start. Callers run rounds in turn with their other measurements.
 
-    ``wall_s`` is the total time from each round's start to its last answer, both phases.
+    ``wall_s`` is the time from each phase's start to its last answer, both phases.
     """
     result = Cycles()
     cpu_before = node.cpu_s()
     with ThreadPoolExecutor(max_workers=len(claims), thread_name_prefix="in-flight") as pool:
-        for _ in range(rounds):
-            for call, samples in (
-                (node.prepare, result.prepare_ms),
-                (node.unprepare, result.unprepare_ms),
-            ):
-                started = time.perf_counter()
-                samples.extend(at_once(pool, call, claims))
-                result.wall_s += time.perf_counter() - started
+        for call, samples in (
+            (node.prepare, result.prepare_ms),
+            (node.unprepare, result.unprepare_ms),
+        ):
+            started = time.perf_counter()
+            samples.extend(at_once(pool, call, claims))
+            result.wall_s += time.perf_counter() - started
     result.cpu_s = node.cpu_s() - cpu_before
     return result
 

@@ -77,10 +77,8 @@ DEVICES = 16
 CALLERS = 8
 #: Sequential cycles before the first block's measurement (imports, pools, caches warm).
 WARM_UP_CYCLES = 5
-#: Calls in flight at once in the in-flight blocks, as in ``make bench``.
-IN_FLIGHT = (16, 64)
 #: Shares per device for the largest in-flight block: a quarter card each (20Gi of 80Gi).
-SHARES_PER_DEVICE = max(IN_FLIGHT) // DEVICES
+SHARES_PER_DEVICE = max(latency.IN_FLIGHT) // DEVICES
 
 
 class ReferenceNode:
@@ -252,7 +250,7 @@ class Side:
     share: latency.Cycles = field(default_factory=latency.Cycles)
     cycles_per_s: list[float] = field(default_factory=list)
     in_flight: dict[int, latency.Cycles] = field(
-        default_factory=lambda: {size: latency.Cycles() for size in IN_FLIGHT}
+        default_factory=lambda: {size: latency.Cycles() for size in latency.IN_FLIGHT}
     )
     socket_s: list[float] = field(default_factory=list)
     rss_mib: float = 0.0
@@ -271,7 +269,7 @@ def measure(sides: Sequence[Side], *, blocks: int, cycles: int, starts: int) -> 
             )
             side.cycles_per_s.append(busy.cycles_per_s)
             for size, flight in side.in_flight.items():
-                flight.extend(latency.in_flight(side.node, side.flight_claims[:size], rounds=1))
+                flight.extend(latency.in_flight(side.node, side.flight_claims[:size]))
         print(f"block {block + 1}/{blocks} done", flush=True)
     for side in sides:
         side.rss_mib = side.node.rss_mib()
@@ -290,7 +288,7 @@ def render(sides: Sequence[Side]) -> str:
     ]
     rows += [
         (f"cycles/s, {CALLERS} callers, share", lambda s: med(s.cycles_per_s), "/s"),
-        *(row for size in IN_FLIGHT for row in _in_flight_rows(size)),
+        *(row for size in latency.IN_FLIGHT for row in _in_flight_rows(size)),
         ("start -> DRA socket accepts", lambda s: med(s.socket_s), "s"),
         ("RSS after the cycles", lambda s: s.rss_mib, "MiB"),
     ]

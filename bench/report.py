@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.latency import IN_FLIGHT
 from bench.stats import shown
 
 Results = dict[str, float | int | str | bool]
@@ -226,7 +227,7 @@ def _rows(results: Mapping[str, object]) -> list[Row]:
             ratio_key="prepare_64_live_ratio",
             target=flat,
         ),
-        *(row for size in (16, 64) for row in _in_flight_rows(size)),
+        *(row for size in IN_FLIGHT for row in _in_flight_rows(size)),
         Row(
             label=f"cycles/s, {callers} concurrent callers",
             key="cycles_per_s",

@@ -50,8 +50,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = REPO / "build" / "bench.json"
 #: Live shares per DCU in the 64-share measurements: a quarter card each fills the card.
 SHARES_PER_DCU = 4
-#: Prepares issued at once in the in-flight measurements (issue 15's sizes).
-IN_FLIGHT = (16, 64)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,11 +154,11 @@ def run_bench(
                 "alternating round(s) each"
             )
             flights: dict[int, tuple[latency.Cycles, floors.Floors]] = {}
-            for size in IN_FLIGHT:
+            for size in latency.IN_FLIGHT:
                 flight = latency.Cycles()
                 for _ in range(settings.in_flight_rounds):
                     probe.sample_in_flight(size)
-                    flight.extend(latency.in_flight(node, claims[:size], rounds=1))
+                    flight.extend(latency.in_flight(node, claims[:size]))
                 flights[size] = (flight, probe.in_flight_floors(size))
         progress(
             f"throughput and memory: {settings.throughput_cycles} cycles, "
