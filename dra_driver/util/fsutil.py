@@ -49,8 +49,9 @@ _TEMP_ATTEMPTS = 100
 class StagedFile:
     """New content for ``path``, written to a temp file beside it; not yet durable or visible.
 
-    ``sync_staged`` makes it durable, ``commit_staged`` renames it into place and
-    ``discard_staged`` deletes it. Not thread-safe: one owner at a time.
+    ``sync_staged`` makes it durable (``close_staged`` only closes it, for a file a durable
+    record can rebuild), ``commit_staged`` renames it into place and ``discard_staged``
+    deletes it. Not thread-safe: one owner at a time.
     """
 
     __slots__ = ("_fd", "path", "temp")
@@ -71,7 +72,7 @@ class StagedFile:
             os.close(fd)
 
     def close(self) -> None:
-        """Close the temp file without syncing it (before discarding it)."""
+        """Close the temp file without syncing it (before discarding it, or ``close_staged``)."""
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
